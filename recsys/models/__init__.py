@@ -1,0 +1,77 @@
+"""The model registry: ``@register("name")`` on a Recommender subclass makes it trainable by name."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from recsys.models.base import CheckpointError, Recommender
+
+_REGISTRY: dict[str, type[Recommender]] = {}
+
+# Modules imported on first lookup so that every built-in model has registered itself.
+_BUILTIN_MODULES = (
+    "recsys.models.pop",
+    "recsys.models.ease",
+    "recsys.models.mf",
+    "recsys.models.neumf",
+    "recsys.models.lightgcn",
+)
+
+
+class UnknownModelError(KeyError):
+    """No model is registered under that name."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register(name: str):
+    """Class decorator: register a Recommender subclass under ``name``."""
+
+    def wrap(cls: type[Recommender]) -> type[Recommender]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].__qualname__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def available_models() -> list[str]:
+    """Names of all registered models."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_model_class(name: str) -> type[Recommender]:
+    """The class registered under ``name``."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; registered models: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, n_users: int, n_items: int, overrides: dict[str, Any] | None = None) -> Recommender:
+    """Instantiate model ``name`` with its default config updated by ``overrides``."""
+    from recsys.config import build_config
+
+    cls = get_model_class(name)
+    return cls(build_config(cls.Config, overrides), n_users, n_items)
+
+
+__all__ = [
+    "CheckpointError",
+    "Recommender",
+    "UnknownModelError",
+    "available_models",
+    "build_model",
+    "get_model_class",
+    "register",
+]

@@ -1,0 +1,150 @@
+"""The recommender interface every model implements, and HF-style save/load."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from recsys.config import build_config
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete or does not match the model."""
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """Config of a model without hyper-parameters."""
+
+
+class Recommender(nn.Module):
+    """Base class: ``loss(batch)`` for training and ``score(users)`` for full ranking.
+
+    Subclasses set ``name`` (through ``@register``), ``Config`` (a dataclass whose defaults are the paper's
+    values) and, optionally, ``train_defaults`` (the paper's optimiser settings, applied to the Trainer's
+    config unless overridden).
+    """
+
+    name: ClassVar[str] = "recommender"
+    Config: ClassVar[type] = NoConfig
+    trainable: ClassVar[bool] = True
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    # Buffers whose size depends on the training data (e.g. the interaction graph); from_pretrained takes
+    # their shape from the checkpoint instead of from the freshly built model.
+    data_buffers: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, n_users: int, n_items: int) -> None:
+        super().__init__()
+        if n_users <= 0 or n_items <= 0:
+            raise ValueError(f"{type(self).__name__}: need n_users > 0 and n_items > 0, got {n_users}, {n_items}")
+        self.config = config
+        self.n_users = int(n_users)
+        self.n_items = int(n_items)
+
+    # -- training ---------------------------------------------------------------------------------
+    def train_dataset(self, train: Any) -> torch.utils.data.Dataset:
+        """A map-style dataset whose ``__getitems__`` returns one batch dict (see recsys.sampling)."""
+        raise NotImplementedError(f"{self.name} is not trained by gradient descent")
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch."""
+        raise NotImplementedError(f"{self.name} is not trained by gradient descent")
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``model(batch)`` is the loss, so that DDP wrappers (which hook ``forward``) sync gradients."""
+        return self.loss(batch)
+
+    def fit_closed_form(self, train: Any) -> None:
+        """Fit a model that needs no gradient steps (popularity, EASE)."""
+        raise NotImplementedError(f"{self.name} has no closed-form fit")
+
+    def prepare(self, train: Any) -> None:
+        """Hook called once with the training data before fitting (store a graph, a history, counts)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook called by the Trainer before each epoch."""
+
+    # -- inference --------------------------------------------------------------------------------
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for each user: ``Tensor[len(users), n_items]``."""
+        raise NotImplementedError
+
+    # -- persistence ------------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-able description of this model (name, sizes, hyper-parameters)."""
+        return {
+            "model": self.name,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "config": dataclasses.asdict(self.config),
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p)))
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(self.config_dict(), indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> Recommender:
+        """Rebuild a model from a folder written by ``save_pretrained`` (any registered class)."""
+        from recsys.models import get_model_class
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_NAME
+        weights_path = directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise CheckpointError(f"{path}: missing; is {directory} a checkpoint written by save_pretrained?")
+        try:
+            meta = json.loads(config_path.read_text())
+            model_cls = get_model_class(meta["model"]) if cls is Recommender else cls
+            config = build_config(model_cls.Config, meta.get("config", {}))
+            model = model_cls(config, int(meta["n_users"]), int(meta["n_items"]))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{config_path}: malformed config ({exc})") from None
+        state = load_file(str(weights_path), device=map_location)
+        for name in model.data_buffers:
+            if name in state:
+                setattr(model, name, state[name].clone())
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{weights_path}: weights do not match {meta['model']} (missing {missing}, unexpected {unexpected})"
+            )
+        return model
+
+
+def atomic_write(path: Path, writer: Any) -> None:
+    """Call ``writer(tmp_path)`` then atomically rename the temporary file onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to ``path`` atomically."""
+    atomic_write(Path(path), lambda p: p.write_text(text))

@@ -1,0 +1,474 @@
+"""The one accelerate-based Trainer for every recommender, and ``python -m recsys.train``.
+
+Usage::
+
+    python -m recsys.train --model bpr --dataset ml-100k --out runs/bpr [--config exp.yaml] [--lr 0.01 ...]
+
+Any field of ``TrainConfig``, ``DataConfig`` or the model's ``Config`` can be set in the YAML file or as
+``--key value``. Runs unchanged under ``accelerate launch`` with several processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from evals.ranking import evaluate_full_ranking
+from recsys.checkpoint import load_optimizer_state, save_optimizer_state
+from recsys.config import ConfigError, build_config, load_yaml, parse_overrides, split_overrides
+from recsys.models import Recommender, build_model, get_model_class
+from recsys.models.base import atomic_write_text
+from recsys.sampling import EpochSeededSampler, collate_batch
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+LAST_DIR = "last"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and evaluation settings shared by every model."""
+
+    epochs: int = 100
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    grad_clip: float = 0.0  # max global grad norm; 0 disables clipping
+    patience: int = 10  # evaluations without improvement before early stopping; 0 disables
+    eval_every: int = 1
+    valid_metric: str = "ndcg@10"
+    ks: tuple[int, ...] = (10, 20)
+    eval_batch_size: int = 1024
+    seed: int = 2024
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU; or no / fp16 / bf16
+    num_workers: int = 0
+    max_steps_per_epoch: int = 0  # 0: a full pass over the training data
+    save_every_epoch: bool = True  # keep a resumable checkpoint of the last epoch in OUT/last
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which data, which split."""
+
+    dataset: str = "ml-100k"
+    data_dir: str | None = None
+    split: str = "loo"  # loo | temporal | random | given
+    split_seed: int = 2024
+    user_core: int = 0
+    item_core: int = 0
+
+
+class TrainingError(RuntimeError):
+    """Training cannot proceed (diverged loss, bad configuration, unusable checkpoint)."""
+
+
+def prepare_split(data_config: DataConfig):
+    """Load the dataset named in ``data_config``, apply k-core filtering and split it."""
+    from recsys.data import kcore_filter, load_dataset, make_split
+
+    dataset = load_dataset(data_config.dataset, data_dir=data_config.data_dir)
+    if data_config.user_core or data_config.item_core:
+        dataset = kcore_filter(dataset, data_config.user_core, data_config.item_core)
+    return make_split(dataset, data_config.split, seed=data_config.split_seed)
+
+
+def _csr_or_none(part):
+    return part.to_csr() if part is not None and part.n_interactions > 0 else None
+
+
+def _environment() -> dict[str, Any]:
+    """Versions, commit and machine, so a result can be reproduced or rejected."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    env = {
+        "commit": commit or None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return env
+
+
+class Trainer:
+    """Seeded training with early stopping on a validation metric, safetensors checkpoints and resume."""
+
+    def __init__(
+        self,
+        model: Recommender,
+        split: Any,
+        config: TrainConfig | None = None,
+        out_dir: str | Path | None = None,
+        accelerator: Accelerator | None = None,
+        run_info: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.model = model
+        self.split = split
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if accelerator is None:
+            precision = self.config.mixed_precision
+            if precision == "auto":
+                precision = "bf16" if torch.cuda.is_available() else "no"
+            # cpu=True on a machine without CUDA makes accelerate read a torchrun environment (gloo group)
+            accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator
+        self.run_info = dict(run_info or {})
+        self.progress = progress and self.accelerator.is_local_main_process
+        self.train_csr = split.train.to_csr()
+        self.valid_csr = _csr_or_none(split.valid)
+        self.test_csr = _csr_or_none(split.test)
+        self.history: list[dict[str, Any]] = []
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def evaluate(self, which: str = "test", model: Recommender | None = None) -> dict[str, float]:
+        """Full-ranking metrics on ``which`` ("valid" or "test"), masking the user's earlier positives."""
+        model = model or self.accelerator.unwrap_model(self.model)
+        if which == "valid":
+            target, mask = self.valid_csr, self.train_csr
+        elif which == "test":
+            target = self.test_csr
+            mask = self.train_csr if self.valid_csr is None else (self.train_csr + self.valid_csr)
+        else:
+            raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
+        if target is None:
+            return {}
+        was_training = model.training
+        model.eval()
+        device = self.accelerator.device
+
+        @torch.no_grad()
+        def score_fn(users: torch.Tensor) -> torch.Tensor:
+            return model.score(users.to(device)).float()
+
+        try:
+            result = evaluate_full_ranking(
+                score_fn,
+                target,
+                mask,
+                ks=tuple(self.config.ks),
+                batch_size=self.config.eval_batch_size,
+                item_popularity=np.asarray(self.train_csr.sum(axis=0)).ravel(),
+                progress=self.progress,
+                accelerator=self.accelerator if self.accelerator.num_processes > 1 else None,
+            )
+        finally:
+            model.train(was_training)
+        return {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating, np.integer))}
+
+    # -- training ---------------------------------------------------------------------------------
+    def fit(self, resume_from: str | Path | None = None) -> dict[str, Any]:
+        """Train (or fit in closed form), early-stop on validation, report test once at the best epoch."""
+        cfg = self.config
+        set_seed(cfg.seed)
+        acc = self.accelerator
+        started = time.perf_counter()
+        raw_model = self.model
+        raw_model.prepare(self.split.train)
+        if not raw_model.trainable:
+            raw_model.fit_closed_form(self.split.train)
+            raw_model.to(acc.device)
+            valid = self.evaluate("valid", raw_model)
+            result = self._finish(raw_model, best_epoch=0, valid=valid, started=started, epoch_seconds=[])
+            return result
+
+        if cfg.valid_metric and self.valid_csr is not None and cfg.valid_metric not in self._metric_names():
+            raise ConfigError(
+                f"valid_metric {cfg.valid_metric!r} is not computed; choose one of {self._metric_names()}"
+            )
+        dataset = raw_model.train_dataset(self.split.train)
+        if hasattr(dataset, "seed"):
+            dataset.seed = cfg.seed
+        sampler = EpochSeededSampler(len(dataset), cfg.seed)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=sampler,
+            collate_fn=collate_batch,
+            num_workers=cfg.num_workers,
+        )
+        optimizer = self._make_optimizer(raw_model)
+        model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
+
+        start_epoch, best_epoch, best_value, best_state, bad_evals = 0, -1, -math.inf, None, 0
+        epoch_seconds: list[float] = []
+        if resume_from is not None:
+            start_epoch, best_epoch, best_value, bad_evals, epoch_seconds = self._resume(resume_from, optimizer)
+            best_state = self._load_best_state(resume_from)
+
+        use_valid = self.valid_csr is not None and bool(cfg.valid_metric)
+        stopped_early = False
+        for epoch in range(start_epoch, cfg.epochs):
+            tick = time.perf_counter()
+            acc.unwrap_model(model).on_epoch_start(epoch)
+            # the prepared loader forwards the epoch to the sampler and the dataset (accelerate otherwise counts
+            # its own iterations from 0, which would replay epoch 0's order and negatives after a resume)
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            else:
+                sampler.set_epoch(epoch)
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
+            model.train()
+            total, steps = torch.zeros((), device=acc.device), 0
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
+            for batch in bar:
+                loss = model(batch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
+                        "lower --lr or check the data"
+                    )
+                acc.backward(loss)
+                if cfg.grad_clip > 0:
+                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                total += loss.detach()
+                steps += 1
+                if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:
+                    break
+            mean_loss = float(acc.reduce(total, reduction="mean").item()) / max(steps, 1)
+            epoch_seconds.append(time.perf_counter() - tick)
+            record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "seconds": epoch_seconds[-1]}
+            is_eval_epoch = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+            if use_valid and is_eval_epoch:
+                valid = self.evaluate("valid")
+                record["valid"] = valid
+                value = valid[cfg.valid_metric]
+                if value > best_value:
+                    best_value, best_epoch, bad_evals = value, epoch + 1, 0
+                    best_state = copy.deepcopy(acc.unwrap_model(model).state_dict())
+                    self._save_model(acc.unwrap_model(model))
+                else:
+                    bad_evals += 1
+            elif not use_valid:
+                best_epoch = epoch + 1
+            self.history.append(record)
+            logger.info(
+                "epoch %d loss %.5f %s",
+                epoch + 1,
+                mean_loss,
+                f"valid {cfg.valid_metric} {record['valid'][cfg.valid_metric]:.5f}" if "valid" in record else "",
+            )
+            if cfg.save_every_epoch and self.out_dir is not None:
+                self._save_last(
+                    acc.unwrap_model(model), optimizer, epoch + 1, best_epoch, best_value, bad_evals, epoch_seconds
+                )
+            if use_valid and cfg.patience and bad_evals >= cfg.patience:
+                logger.info(
+                    "early stop at epoch %d; best %s %.5f at epoch %d",
+                    epoch + 1,
+                    cfg.valid_metric,
+                    best_value,
+                    best_epoch,
+                )
+                stopped_early = True
+                break
+
+        final_model = acc.unwrap_model(model)
+        if best_state is not None:
+            final_model.load_state_dict(best_state)
+        valid = self.evaluate("valid", final_model) if use_valid else {}
+        result = self._finish(
+            final_model, best_epoch=best_epoch, valid=valid, started=started, epoch_seconds=epoch_seconds
+        )
+        result["stopped_early"] = stopped_early
+        return result
+
+    def _metric_names(self) -> list[str]:
+        names = ["hr", "recall", "precision", "ndcg", "mrr", "coverage", "tail_share", "gini"]
+        return [f"{n}@{k}" for k in self.config.ks for n in names]
+
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        params = [p for p in model.parameters() if p.requires_grad]
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adagrad":
+            return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        raise ConfigError(f"optimizer {cfg.optimizer!r} unknown; use adam, adamw, sgd or adagrad")
+
+    def _finish(
+        self, model: Recommender, best_epoch: int, valid: dict[str, float], started: float, epoch_seconds: list[float]
+    ) -> dict[str, Any]:
+        test = self.evaluate("test", model)
+        result: dict[str, Any] = {
+            "model": model.name,
+            **{k: self.run_info[k] for k in ("dataset", "protocol") if k in self.run_info},
+            **test,
+            "valid": valid,
+            "best_epoch": best_epoch,
+            "epochs_run": len(self.history),
+            "seconds": time.perf_counter() - started,
+            "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        }
+        if self.out_dir is not None and self.accelerator.is_main_process:
+            self._save_model(model)
+            run = {
+                **self.run_info,
+                "train_config": dataclasses.asdict(self.config),
+                "result": result,
+                "history": self.history,
+                "environment": _environment(),
+                "num_processes": self.accelerator.num_processes,
+            }
+            atomic_write_text(self.out_dir / RUN_FILE, json.dumps(run, indent=2, default=str))
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def _save_model(self, model: Recommender) -> None:
+        if self.out_dir is not None and self.accelerator.is_main_process:
+            model.save_pretrained(self.out_dir)
+
+    def _save_last(
+        self,
+        model: Recommender,
+        optimizer,
+        epoch: int,
+        best_epoch: int,
+        best_value: float,
+        bad_evals: int,
+        epoch_seconds: list[float],
+    ) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        last = self.out_dir / LAST_DIR
+        model.save_pretrained(last)
+        save_optimizer_state(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, last)
+        state = {
+            "epoch": epoch,
+            "best_epoch": best_epoch,
+            "best_value": best_value if math.isfinite(best_value) else None,
+            "bad_evals": bad_evals,
+            "epoch_seconds": epoch_seconds,
+            "history": self.history,
+            "train_config": dataclasses.asdict(self.config),
+        }
+        atomic_write_text(last / "trainer_state.json", json.dumps(state, indent=2, default=str))
+        atomic_write_text(
+            self.out_dir / RUN_FILE,
+            json.dumps(
+                {**self.run_info, "train_config": state["train_config"], "history": self.history}, indent=2, default=str
+            ),
+        )
+
+    def _resume(self, directory: str | Path, optimizer) -> tuple[int, int, float, int, list[float]]:
+        last = Path(directory) / LAST_DIR
+        state_path = last / "trainer_state.json"
+        if not state_path.is_file():
+            raise TrainingError(f"{state_path}: no resumable state (was the run saved with save_every_epoch?)")
+        state = json.loads(state_path.read_text())
+        resumed = Recommender.from_pretrained(last)
+        self.accelerator.unwrap_model(self.model).load_state_dict(resumed.state_dict())
+        load_optimizer_state(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, last)
+        self.history = list(state.get("history", []))
+        best_value = state["best_value"] if state["best_value"] is not None else -math.inf
+        logger.info("resuming from %s after epoch %d", last, state["epoch"])
+        return state["epoch"], state["best_epoch"], best_value, state["bad_evals"], list(state["epoch_seconds"])
+
+    def _load_best_state(self, directory: str | Path) -> dict[str, torch.Tensor] | None:
+        try:
+            best = Recommender.from_pretrained(directory)
+        except Exception:  # no best checkpoint yet (e.g. no evaluation happened before the stop)
+            return None
+        return {k: v.to(self.accelerator.device) for k, v in best.state_dict().items()}
+
+
+def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line, train, and return the result dict (used by ``main`` and by tests)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recsys.train",
+        description="Train any registered recommender with full-ranking evaluation. Extra --key value pairs "
+        "override fields of TrainConfig, DataConfig or the model's Config.",
+    )
+    parser.add_argument("--model", help="registered model name (see --list-models)")
+    parser.add_argument("--dataset", help="dataset name (ml-100k, ml-1m, gowalla, ...) or path")
+    parser.add_argument("--data-dir", help="folder to look for datasets in first")
+    parser.add_argument("--config", help="YAML file with any of the fields (model and dataset too)")
+    parser.add_argument("--out", help="output folder: config.json, model.safetensors, run.json, last/")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--list-models", action="store_true", help="print the registered models and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.list_models:
+        from recsys.models import available_models
+
+        return {"models": available_models()}
+    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    values.update(parse_overrides(rest))
+    model_name = args.model or values.pop("model", None)
+    values.pop("model", None)
+    if args.dataset:
+        values["dataset"] = args.dataset
+    if args.data_dir:
+        values["data_dir"] = args.data_dir
+    if not model_name:
+        parser.error("--model is required")
+    model_cls = get_model_class(model_name)
+    train_values, data_values, model_values = split_overrides(values, TrainConfig, DataConfig, model_cls.Config)
+    train_config = build_config(TrainConfig, {**model_cls.train_defaults, **train_values})
+    data_config = build_config(DataConfig, data_values)
+    if args.resume and not args.out:
+        parser.error("--resume needs --out (the folder of the run to continue)")
+
+    split = prepare_split(data_config)
+    set_seed(train_config.seed)  # the initial weights depend on the seed alone
+    model = build_model(model_name, split.train.n_users, split.train.n_items, model_values)
+    run_info = {
+        "model": model_name,
+        "dataset": data_config.dataset,
+        "protocol": split.protocol,
+        "data_config": dataclasses.asdict(data_config),
+        "split_seed": data_config.split_seed,
+        "seed": train_config.seed,
+        "evaluation": "full_ranking (train and valid items masked, pessimistic ties)",
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+    }
+    trainer = Trainer(model, split, train_config, out_dir=args.out, run_info=run_info, progress=not args.quiet)
+    return trainer.fit(resume_from=args.out if args.resume else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: print the final metrics as JSON; one clear line and exit 2 on bad input."""
+    from recsys.cli import run_cli
+
+    return run_cli(lambda: train_from_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
