@@ -12,6 +12,7 @@ Prints a table and writes ``benchmarks/results/cf_<dataset>_<split>.json``. Full
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results
+from recsys.config import build_config, parse_overrides
 from recsys.models import build_model, get_model_class
 from recsys.train import DataConfig, TrainConfig, Trainer, prepare_split
 
@@ -42,17 +45,32 @@ METRICS = ("recall@20", "ndcg@20", "hr@10", "ndcg@10")
 RECBOLE_VENV = Path(os.environ.get("RECBOLE_VENV", "/tmp/recbole-venv"))
 
 
-def run_ours(split: Any, dataset: str, model_name: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train one model with one seed; return test metrics, epochs and timings."""
+def run_ours(
+    split: Any,
+    dataset: str,
+    model_name: str,
+    seed: int,
+    overrides: dict[str, Any],
+    model_options: dict[str, Any] | None = None,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train one model with one seed; return test metrics, epochs, timings and the learning curve."""
     cls = get_model_class(model_name)
     train_values = {**cls.train_defaults, **{k: v for k, v in overrides.items() if k in TrainConfig.__annotations__}}
-    config = TrainConfig(**{**train_values, "seed": seed})
-    model = build_model(model_name, split.train.n_users, split.train.n_items)
-    trainer = Trainer(model, split, config, run_info={"dataset": dataset, "protocol": split.protocol}, progress=False)
+    config = build_config(TrainConfig, {**train_values, "seed": seed})
+    torch.manual_seed(seed)
+    model = build_model(model_name, split.train.n_users, split.train.n_items, dict(model_options or {}))
+    run_info = {"dataset": dataset, "protocol": split.protocol, "model": model_name, "seed": seed}
+    trainer = Trainer(model, split, config, out_dir=out_dir, run_info=run_info, progress=False)
     result = trainer.fit()
     tick = time.perf_counter()
     trainer.evaluate("test", model)
     eval_seconds = time.perf_counter() - tick
+    curve = [
+        {"epoch": r["epoch"], "loss": r["loss"], **{m: r["test_curve"].get(m) for m in METRICS}}
+        for r in trainer.history
+        if "test_curve" in r
+    ]
     return {
         "library": "ours",
         "model": model_name,
@@ -60,10 +78,15 @@ def run_ours(split: Any, dataset: str, model_name: str, seed: int, overrides: di
         **{m: result.get(m) for m in METRICS},
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],
+        "stopped_by_budget": result.get("stopped_by_budget", False),
         "seconds_per_epoch": result["seconds_per_epoch"],
         "eval_seconds": eval_seconds,
         "eval_users_per_second": result["n_users"] / eval_seconds if eval_seconds > 0 else None,
         "train_seconds": result["seconds"],
+        "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "patience", "eval_every")},
+        "model_config": dataclasses.asdict(model.config) if dataclasses.is_dataclass(model.config) else {},
+        "device": str(trainer.accelerator.device),
+        "curve": curve,
     }
 
 
@@ -185,6 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="cap on epochs (default: each model's paper setting)")
     parser.add_argument("--patience", type=int)
     parser.add_argument("--peer", choices=["recbole"], help="also train the peer library on the same split")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers building the training batches")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--eval-every", type=int, help="epochs between validation evaluations")
+    parser.add_argument("--max-minutes", type=float, help="training time budget per run (reported in the JSON)")
+    parser.add_argument("--curve-every", type=int, help="record test metrics every N epochs as a learning curve")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. sample_by=user"
+    )
+    parser.add_argument("--run-dir", help="keep each run's checkpoint and run.json (updated every epoch) here")
     parser.add_argument("--out", help="result JSON path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -193,13 +226,16 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.epochs:
         overrides["epochs"] = args.epochs
-    if args.patience is not None:
-        overrides["patience"] = args.patience
+    for key in ("patience", "batch_size", "lr", "eval_every", "max_minutes", "curve_every", "num_workers"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    model_options = parse_overrides(["--" + opt for opt in args.option])
     runs = []
     for model_name in args.models:
         for seed in args.seeds:
             logger.info("ours: %s seed %d", model_name, seed)
-            runs.append(run_ours(split, args.dataset, model_name, seed, overrides))
+            run_dir = Path(args.run_dir) / f"{model_name}_seed{seed}" if args.run_dir else None
+            runs.append(run_ours(split, args.dataset, model_name, seed, overrides, model_options, run_dir))
             logger.info("%s", runs[-1])
             if args.peer == "recbole" and model_name in {"bpr", "lightgcn"}:
                 epochs = args.epochs or get_model_class(model_name).train_defaults.get("epochs", 100)

@@ -123,12 +123,14 @@ def _resolve_tail_mask(
 # -- the core: pessimistic positions of relevant items --------------------------------------------------
 
 
-def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor, limit: int | None = None) -> torch.Tensor:
     """0-based positions of each user's relevant items under pessimistic tie-breaking.
 
     ``scores``: float ``(B, N)`` with excluded items already ``-inf``. ``relevant``: bool ``(B, N)``.
     Returns a long ``(B, M)`` matrix, M = max relevant per row, ascending per row; a relevant item scored
-    ``-inf``/NaN and the padding get position ``N`` (never retrieved).
+    ``-inf``/NaN and the padding get position ``N`` (never retrieved). With ``limit``, positions below it
+    are exact and any position at or beyond it is reported as ``N`` (what metrics at cut-offs <= limit
+    need; it replaces a sort of each row by a top-``limit`` selection).
     """
     n_rows, n_items = scores.shape
     scores = torch.where(torch.isnan(scores), torch.full_like(scores, -torch.inf), scores)
@@ -147,6 +149,13 @@ def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor) -> torch
     if m <= _COMPARE_MAX_RELEVANT:
         # one pass over the row per relevant slot: O(B * N) memory whatever the catalogue size
         at_least = torch.stack([(irrelevant >= rel_scores[:, t : t + 1]).sum(dim=1) for t in range(m)], dim=1)
+    elif limit is not None and limit < n_items:
+        # only the `limit` best irrelevant scores can push a relevant item to a position below `limit`
+        best = torch.topk(irrelevant, limit, dim=1).values.flip(1).contiguous()  # ascending
+        at_least = limit - torch.searchsorted(best, rel_scores.contiguous(), side="left")
+        positions = torch.arange(m, device=scores.device).unsqueeze(0) + at_least
+        beyond = (at_least >= limit) | (positions >= limit) | (rel_scores == -torch.inf)
+        return positions.masked_fill(beyond, n_items)
     else:
         ascending = irrelevant.sort(dim=1).values
         at_least = n_items - torch.searchsorted(ascending, rel_scores.contiguous(), side="left")
@@ -251,7 +260,7 @@ def _rank_all_users(
         if candidates is not None:
             keep = torch.from_numpy(candidates(batch_users)).to(device)
             scores.masked_fill_(~keep, -torch.inf)
-        positions = pessimistic_positions(scores, relevant)
+        positions = pessimistic_positions(scores, relevant, limit=k_max)
         hits = _hits_from_positions(positions, k_max)
         n_relevant = relevant.sum(dim=1)
         per_user = ranking_metrics(hits, n_relevant, ks)

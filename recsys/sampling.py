@@ -54,20 +54,55 @@ class PairwiseDataset(Dataset):
     negatives of each epoch reproducible from the seed.
     """
 
+    SAMPLE_BY = ("interaction", "user")
+
     def __init__(
-        self, users: np.ndarray, items: np.ndarray, n_items: int, csr: sp.csr_matrix, n_neg: int = 1, seed: int = 0
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        n_items: int,
+        csr: sp.csr_matrix,
+        n_neg: int = 1,
+        seed: int = 0,
+        sample_by: str = "interaction",
     ) -> None:
+        if sample_by not in self.SAMPLE_BY:
+            raise ValueError(f"sample_by must be one of {self.SAMPLE_BY}, got {sample_by!r}")
         self.users = np.asarray(users, dtype=np.int64)
         self.items = np.asarray(items, dtype=np.int64)
         self.n_items = int(n_items)
         self.n_neg = int(n_neg)
         self.lookup = PositiveLookup(csr)
         self.seed = int(seed)
+        self.epoch = 0
         self.rng = np.random.default_rng(self.seed)
+        # "user": each example draws a user uniformly, then one of the user's positives (the LightGCN reference
+        # code's sampler); "interaction": each training interaction once per epoch, in the sampler's order.
+        self.sample_by = sample_by
+        csr = sp.csr_matrix(csr)
+        self._indptr = csr.indptr.astype(np.int64)
+        self._indices = csr.indices.astype(np.int64)
+        self._active_users = np.flatnonzero(np.diff(self._indptr) > 0)
+
+    def _draw(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.sample_by == "interaction":
+            return self.users[idx], self.items[idx]
+        users = self._active_users[rng.integers(0, self._active_users.size, size=idx.size)]
+        start = self._indptr[users]
+        count = self._indptr[users + 1] - start
+        positives = self._indices[start + (rng.random(idx.size) * count).astype(np.int64)]
+        return users, positives
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed the negative sampler for ``epoch``."""
-        self.rng = np.random.default_rng([self.seed, epoch])
+        self.epoch = int(epoch)
+        self.rng = np.random.default_rng([self.seed, self.epoch])
+
+    def _batch_rng(self, idx: np.ndarray) -> np.random.Generator:
+        """A generator for one batch, from (seed, epoch, the batch's first index): the draws do not depend on
+        which DataLoader worker or process builds the batch, nor on how many there are."""
+        first = int(idx[0]) if idx.size else 0
+        return np.random.default_rng([self.seed, self.epoch, first, int(idx.size)])
 
     def __len__(self) -> int:
         return self.users.size
@@ -77,11 +112,12 @@ class PairwiseDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        users = self.users[idx]
-        negatives = sample_negatives(users, self.lookup, self.n_items, self.rng, self.n_neg)
+        rng = self._batch_rng(idx)
+        users, positives = self._draw(idx, rng)
+        negatives = sample_negatives(users, self.lookup, self.n_items, rng, self.n_neg)
         return {
             "users": torch.from_numpy(users),
-            "pos_items": torch.from_numpy(self.items[idx]),
+            "pos_items": torch.from_numpy(positives),
             "neg_items": torch.from_numpy(negatives if self.n_neg > 1 else negatives[:, 0]),
         }
 
@@ -119,10 +155,11 @@ class PointwiseDataset(PairwiseDataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        users = self.users[idx]
-        negatives = sample_negatives(users, self.lookup, self.n_items, self.rng, self.n_neg)
+        rng = self._batch_rng(idx)
+        users, positives = self._draw(idx, rng)
+        negatives = sample_negatives(users, self.lookup, self.n_items, rng, self.n_neg)
         all_users = np.concatenate([users, np.repeat(users, self.n_neg)])
-        all_items = np.concatenate([self.items[idx], negatives.reshape(-1)])
+        all_items = np.concatenate([positives, negatives.reshape(-1)])
         labels = np.concatenate([np.ones(len(users)), np.zeros(negatives.size)]).astype(np.float32)
         return {
             "users": torch.from_numpy(all_users),

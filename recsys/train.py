@@ -59,10 +59,13 @@ class TrainConfig:
     ks: tuple[int, ...] = (10, 20)
     eval_batch_size: int = 1024
     seed: int = 2024
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU; or no / fp16 / bf16
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA for models with prefers_bf16, else fp32; or no/fp16/bf16
     num_workers: int = 0
     max_steps_per_epoch: int = 0  # 0: a full pass over the training data
     save_every_epoch: bool = True  # keep a resumable checkpoint of the last epoch in OUT/last
+    curve_every: int = 0  # every N epochs also record test metrics as a learning curve (never used to select)
+    max_minutes: float = 0.0  # stop after this much training time (0: no limit); reported as stopped_by_budget
+    check_every: int = 50  # steps between checks that the loss is finite (each check syncs a GPU)
 
 
 @dataclasses.dataclass
@@ -135,8 +138,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if accelerator is None:
             precision = self.config.mixed_precision
-            if precision == "auto":
-                precision = "bf16" if torch.cuda.is_available() else "no"
+            if precision == "auto":  # bf16 only for models that ask for it (embedding tables gain nothing)
+                precision = "bf16" if torch.cuda.is_available() and getattr(model, "prefers_bf16", False) else "no"
             # cpu=True on a machine without CUDA makes accelerate read a torchrun environment (gloo group)
             accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
         self.accelerator = accelerator
@@ -213,6 +216,7 @@ class Trainer:
             sampler=sampler,
             collate_fn=collate_batch,
             num_workers=cfg.num_workers,
+            persistent_workers=False,  # workers must see each epoch's set_epoch
         )
         optimizer = self._make_optimizer(raw_model)
         model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
@@ -224,7 +228,7 @@ class Trainer:
             best_state = self._load_best_state(resume_from)
 
         use_valid = self.valid_csr is not None and bool(cfg.valid_metric)
-        stopped_early = False
+        stopped_early = stopped_by_budget = False
         for epoch in range(start_epoch, cfg.epochs):
             tick = time.perf_counter()
             acc.unwrap_model(model).on_epoch_start(epoch)
@@ -241,7 +245,7 @@ class Trainer:
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
             for batch in bar:
                 loss = model(batch)
-                if not torch.isfinite(loss):
+                if steps % max(cfg.check_every, 1) == 0 and not torch.isfinite(loss):
                     raise TrainingError(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
                         "lower --lr or check the data"
@@ -255,6 +259,8 @@ class Trainer:
                 steps += 1
                 if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:
                     break
+            if not torch.isfinite(total):
+                raise TrainingError(f"loss became non-finite during epoch {epoch + 1}; lower --lr or check the data")
             mean_loss = float(acc.reduce(total, reduction="mean").item()) / max(steps, 1)
             epoch_seconds.append(time.perf_counter() - tick)
             record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "seconds": epoch_seconds[-1]}
@@ -271,6 +277,17 @@ class Trainer:
                     bad_evals += 1
             elif not use_valid:
                 best_epoch = epoch + 1
+            if cfg.curve_every and ((epoch + 1) % cfg.curve_every == 0 or epoch + 1 == cfg.epochs):
+                record["test_curve"] = self.evaluate("test")  # a learning curve only; never used to select
+                logger.info(
+                    "epoch %d test curve: %s",
+                    epoch + 1,
+                    " ".join(
+                        f"{k} {record['test_curve'][k]:.4f}"
+                        for k in ("recall@20", "ndcg@20")
+                        if k in record["test_curve"]
+                    ),
+                )
             self.history.append(record)
             logger.info(
                 "epoch %d loss %.5f %s",
@@ -282,6 +299,10 @@ class Trainer:
                 self._save_last(
                     acc.unwrap_model(model), optimizer, epoch + 1, best_epoch, best_value, bad_evals, epoch_seconds
                 )
+            if cfg.max_minutes and self._any_process((time.perf_counter() - started) / 60 >= cfg.max_minutes):
+                logger.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch + 1)
+                stopped_by_budget = True
+                break
             if use_valid and cfg.patience and bad_evals >= cfg.patience:
                 logger.info(
                     "early stop at epoch %d; best %s %.5f at epoch %d",
@@ -297,11 +318,21 @@ class Trainer:
         if best_state is not None:
             final_model.load_state_dict(best_state)
         valid = self.evaluate("valid", final_model) if use_valid else {}
-        result = self._finish(
-            final_model, best_epoch=best_epoch, valid=valid, started=started, epoch_seconds=epoch_seconds
+        return self._finish(
+            final_model,
+            best_epoch=best_epoch,
+            valid=valid,
+            started=started,
+            epoch_seconds=epoch_seconds,
+            extra={"stopped_early": stopped_early, "stopped_by_budget": stopped_by_budget},
         )
-        result["stopped_early"] = stopped_early
-        return result
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on any (so all stop at the same epoch)."""
+        if self.accelerator.num_processes == 1:
+            return flag
+        value = torch.tensor(float(flag), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
 
     def _metric_names(self) -> list[str]:
         names = ["hr", "recall", "precision", "ndcg", "mrr", "coverage", "tail_share", "gini"]
@@ -321,7 +352,13 @@ class Trainer:
         raise ConfigError(f"optimizer {cfg.optimizer!r} unknown; use adam, adamw, sgd or adagrad")
 
     def _finish(
-        self, model: Recommender, best_epoch: int, valid: dict[str, float], started: float, epoch_seconds: list[float]
+        self,
+        model: Recommender,
+        best_epoch: int,
+        valid: dict[str, float],
+        started: float,
+        epoch_seconds: list[float],
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         test = self.evaluate("test", model)
         result: dict[str, Any] = {
@@ -333,6 +370,7 @@ class Trainer:
             "epochs_run": len(self.history),
             "seconds": time.perf_counter() - started,
             "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+            **(extra or {}),
         }
         if self.out_dir is not None and self.accelerator.is_main_process:
             self._save_model(model)

@@ -46,6 +46,8 @@ class Recommender(nn.Module):
     # Buffers whose size depends on the training data (e.g. the interaction graph); from_pretrained takes
     # their shape from the checkpoint instead of from the freshly built model.
     data_buffers: ClassVar[tuple[str, ...]] = ()
+    # Whether the Trainer's mixed_precision="auto" should pick bf16 on a GPU (transformer back-bones do).
+    prefers_bf16: ClassVar[bool] = False
 
     def __init__(self, config: Any, n_users: int, n_items: int) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ class BPRConfig:
     reg_weight: float = 1e-4
     n_negatives: int = 1
     init_std: float = 0.1
+    sample_by: str = "interaction"  # or "user": uniform user, then one of its positives (LightGCN reference code)
 
 
 @register("bpr")
@@ -39,7 +40,14 @@ class BPRMF(Recommender):
         nn.init.normal_(self.item_embedding.weight, std=config.init_std)
 
     def train_dataset(self, train) -> PairwiseDataset:
-        return PairwiseDataset(train.users, train.items, self.n_items, train.to_csr(), self.config.n_negatives)
+        return PairwiseDataset(
+            train.users,
+            train.items,
+            self.n_items,
+            train.to_csr(),
+            self.config.n_negatives,
+            sample_by=self.config.sample_by,
+        )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         u = self.user_embedding(batch["users"])

@@ -337,3 +337,20 @@ def test_two_processes_gather_to_the_single_process_result(tmp_path: Path) -> No
     assert sorted(r["rank"] for r in reports) == [0, 1], done.stdout + done.stderr[-3000:]
     for report in reports:
         assert report == {"rank": report["rank"], "same": True, "n_users": 23, "processes": 2}
+
+
+@pytest.mark.parametrize("limit", [1, 5, 20])
+def test_limited_positions_equal_the_exact_ones_below_the_limit(limit):
+    """The top-``limit`` shortcut (users with many relevant items) agrees with the full sort below the limit."""
+    from evals.ranking import pessimistic_positions
+
+    gen = torch.Generator().manual_seed(limit)
+    scores = torch.randint(0, 12, (16, 300), generator=gen).float()  # many ties
+    scores[:, :5] = -torch.inf  # masked items
+    relevant = torch.rand(16, 300, generator=gen) < 0.1  # ~30 relevant items per row: the sorting path
+    relevant[0] = False  # a user without relevant items in the batch
+    exact = pessimistic_positions(scores, relevant)
+    limited = pessimistic_positions(scores, relevant, limit=limit)
+    assert exact.shape == limited.shape and (relevant.sum(1) > 8).any()
+    expected = exact.masked_fill(exact >= limit, 300)
+    assert torch.equal(limited, expected)

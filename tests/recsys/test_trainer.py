@@ -65,6 +65,25 @@ def test_same_seed_same_weights_other_seed_other_weights(clustered_dataset_dir, 
     assert not torch.equal(a["user_embedding.weight"], c["user_embedding.weight"])
 
 
+@pytest.mark.parametrize("sample_by", ["interaction", "user"])
+def test_dataloader_workers_do_not_change_the_result(clustered_dataset_dir, tmp_path, sample_by):
+    """Each batch's negatives are seeded by (seed, epoch, batch), so two workers train the same weights."""
+    for workers in ("0", "2"):
+        _train(
+            clustered_dataset_dir,
+            tmp_path / workers,
+            "bpr",
+            "--epochs",
+            "2",
+            "--num_workers",
+            workers,
+            "--sample_by",
+            sample_by,
+        )
+    a, b = (load_file(str(tmp_path / w / "model.safetensors")) for w in ("0", "2"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_continues_exactly_where_it_stopped(clustered_dataset_dir, tmp_path):
     common = ["--patience", "0", "--eval_every", "1"]
     _train(clustered_dataset_dir, tmp_path / "straight", "bpr", "--epochs", "4", *common)
