@@ -9,18 +9,28 @@ from torch.utils.data import Dataset
 
 
 class PositiveLookup:
-    """Fast vectorised membership test ``(user, item) in train`` via sorted linear keys."""
+    """Fast vectorised membership test ``(user, item) in train``: a dense bitmap when the user x item grid is
+    small (one byte per cell, at most ``DENSE_MAX_CELLS``), else binary search over sorted linear keys."""
+
+    DENSE_MAX_CELLS = 64_000_000
 
     def __init__(self, csr: sp.csr_matrix) -> None:
         coo = csr.tocoo()
         self.n_items = csr.shape[1]
         self.keys = np.sort(coo.row.astype(np.int64) * self.n_items + coo.col.astype(np.int64))
+        self.dense: np.ndarray | None = None
+        cells = int(csr.shape[0]) * int(self.n_items)
+        if 0 < cells <= self.DENSE_MAX_CELLS:
+            self.dense = np.zeros(cells, dtype=bool)
+            self.dense[self.keys] = True
 
     def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Boolean array: is each (user, item) pair a training positive?"""
         if self.keys.size == 0:
             return np.zeros(len(users), dtype=bool)
         query = users.astype(np.int64) * self.n_items + items.astype(np.int64)
+        if self.dense is not None:
+            return self.dense[query]
         pos = np.searchsorted(self.keys, query)
         pos = np.minimum(pos, self.keys.size - 1)
         return self.keys[pos] == query

@@ -121,3 +121,16 @@ def test_ease_closed_form_has_zero_diagonal(trained):
     _, directory = trained["ease"]
     model = Recommender.from_pretrained(directory)
     assert torch.count_nonzero(torch.diagonal(model.weights)) == 0
+
+
+@pytest.mark.parametrize("towers", ["both", "gmf", "mlp"])
+def test_neumf_full_scoring_equals_pairwise_logits(towers):
+    """The factorised full-catalogue scorer gives the same numbers as the per-pair forward pass."""
+    from recsys.models import build_model
+
+    model = build_model("neumf", 9, 13, {"towers": towers, "score_chunk_pairs": "20", "mlp_layers": "[16, 8]"})
+    model.eval()
+    users = torch.tensor([0, 4, 8, 2])
+    with torch.no_grad():
+        pairs = model.logits(users.repeat_interleave(13), torch.arange(13).repeat(4)).view(4, 13)
+        torch.testing.assert_close(model.score(users), pairs)
