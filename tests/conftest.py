@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
+from synthetic import make_clustered_interactions, write_atomic_inter
 
 # Tests never touch the network: every hub client is told to stay offline, telemetry is off.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,36 +24,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data not present")
     return SHARED_DATA
-
-
-def make_clustered_interactions(
-    n_users: int = 80, n_items: int = 60, n_groups: int = 4, per_user: int = 10, seed: int = 0
-) -> list[tuple[str, str, float, int]]:
-    """Rows (user, item, rating, timestamp) where users of a group interact with that group's items.
-
-    A collaborative model can learn the groups; popularity alone cannot, which makes trainer tests able
-    to tell a model that learned from one that did not.
-    """
-    rng = np.random.default_rng(seed)
-    items_per_group = n_items // n_groups
-    rows = []
-    for user in range(n_users):
-        group = user % n_groups
-        own = np.arange(group * items_per_group, (group + 1) * items_per_group)
-        chosen = rng.choice(own, size=per_user, replace=False)
-        for t, item in enumerate(chosen):
-            rows.append((f"u{user}", f"i{item}", float(rng.integers(1, 6)), 1_000_000 + 1000 * user + t))
-    return rows
-
-
-def write_atomic_inter(directory: Path, name: str, rows: list[tuple[str, str, float, int]]) -> Path:
-    """Write rows as a RecBole atomic ``<directory>/<name>/<name>.inter`` file; returns the folder."""
-    folder = directory / name
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-    lines += [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in rows]
-    (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 @pytest.fixture(scope="session")

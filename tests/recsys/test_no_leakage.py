@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_clustered_interactions, write_atomic_inter
+from synthetic import make_clustered_interactions, write_atomic_inter
 
 from recsys.data import load_dataset, make_split
 from recsys.models import build_model

@@ -1,0 +1,225 @@
+"""``python -m agents.pcf label|eval|index``: label a catalogue with PCF estimates, or measure the estimator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agents.pcf.errors import PCFError
+
+logger = logging.getLogger("agents.pcf")
+
+
+def _load_llm(spec: str) -> tuple[Any, str]:
+    """(ChatModel or None, its name) for ``--llm``: none, default (packaged SmolLM2), a folder, .gguf or URL."""
+    if spec.lower() in ("none", "off", ""):
+        return None, ""
+    from mllm.backbones import load_chat_model
+
+    model = load_chat_model(spec, device="cpu") if not spec.startswith("http") else load_chat_model(spec)
+    name = "SmolLM2-135M-Instruct (packaged)" if spec == "default" else getattr(model, "name", spec)
+    return model, name
+
+
+def _open_store(spec: str | None) -> Any:
+    from retrieval import VectorStore
+
+    if spec and spec.startswith(("http://", "https://")):
+        return VectorStore(url=spec)
+    return VectorStore(path=spec)
+
+
+def _label(args: argparse.Namespace) -> dict[str, Any]:
+    from agents.pcf.label import make_embedder, parse_shard, run_label_job
+
+    shard = parse_shard(args.shard)
+    if args.workers < 1 or args.batch_size < 1:
+        raise PCFError("--workers and --batch-size must be >= 1")
+    embedder = make_embedder(args.embedder)
+    llm, llm_name = _load_llm(args.llm)
+    workers = args.workers
+    if llm is not None and workers > 1 and not args.llm.startswith(("http://", "https://")):
+        # One local model is not safe to call from several threads; it batches the conversations instead.
+        logger.warning("--workers %d ignored for a local model (batched generation is used instead)", workers)
+        workers = 1
+    with _open_store(args.store) as store:
+        return run_label_job(
+            args.catalog,
+            args.out,
+            store,
+            embedder,
+            llm=llm,
+            llm_name=llm_name,
+            workers=workers,
+            shard=shard,
+            batch_size=args.batch_size,
+            k=args.k,
+            similarity_threshold=args.similarity_threshold,
+            reference=args.reference,
+            progress=not args.no_progress,
+        )
+
+
+def _eval(args: argparse.Namespace) -> dict[str, Any]:
+    from agents.pcf.evaluate import evaluate, format_table
+    from agents.pcf.label import atomic_write_text, make_embedder
+    from agents.pcf.reference import load_carbon_catalogue
+
+    products = load_carbon_catalogue(args.reference)
+    embedder = make_embedder(args.embedder)
+    embeddings = embedder.embed_texts([p.text() for p in products])
+    llm, llm_name = _load_llm(args.llm)
+    result = evaluate(
+        products,
+        embeddings,
+        n_folds=args.folds,
+        k=args.k,
+        seed=args.seed,
+        llm=llm,
+        llm_name=llm_name,
+        llm_limit=args.llm_limit or None,
+        similarity_threshold=args.similarity_threshold,
+        with_weight=args.with_weight,
+        leave_one_group_out=args.loo,
+    )
+    result["embedder"] = embedder.name
+    result["command"] = "python -m agents.pcf " + " ".join(sys.argv[1:])
+    print(format_table(result, "all"))
+    if "llm_subset" in result:
+        print()
+        print(format_table(result, "llm_subset"))
+        print(f"LLM answers that parsed: {result['llm_valid_share']:.1%}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return None
+
+
+def _index(args: argparse.Namespace) -> dict[str, Any]:
+    from agents.pcf.label import make_embedder
+    from agents.pcf.reference import REFERENCE_COLLECTION, index_references, load_carbon_catalogue
+
+    products = load_carbon_catalogue(args.reference)
+    with _open_store(args.store) as store:
+        written = index_references(store, products, make_embedder(args.embedder))
+        return {
+            "collection": REFERENCE_COLLECTION,
+            "products": len(products),
+            "written": written,
+            "count": store.count(REFERENCE_COLLECTION),
+        }
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """mllm's user-facing errors, only when mllm was loaded (importing it pulls in torch)."""
+    backbones = sys.modules.get("mllm.backbones")
+    return (backbones.MllmError,) if backbones is not None else ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``python -m agents.pcf``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agents.pcf",
+        description="Product-carbon-footprint estimation: label a catalogue, or evaluate on the Carbon Catalogue.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--reference",
+            help="Carbon Catalogue product_level.csv or its folder (default: ../shared/data/carbon_catalogue)",
+        )
+        sub.add_argument(
+            "--embedder",
+            default="minilm",
+            choices=["minilm", "hashing"],
+            help="text embedder: minilm (packaged all-MiniLM-L6-v2) or hashing (fast, tests only)",
+        )
+        sub.add_argument("--k", type=int, default=5, help="reference neighbours per product (default 5)")
+        sub.add_argument(
+            "--similarity-threshold",
+            type=float,
+            default=0.3,
+            help="below this best cosine similarity the LLM is skipped for kNN (default 0.3)",
+        )
+        sub.add_argument(
+            "--llm",
+            default="none",
+            help="none (kNN only, default), default (packaged SmolLM2-135M), a model folder, "
+            "a .gguf file, or an OpenAI-compatible URL (http://host:port#model)",
+        )
+        sub.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    label = verbs.add_parser("label", help="label every item of a catalogue (resumable, exactly once per item)")
+    label.add_argument(
+        "--catalog",
+        required=True,
+        help="items file: .jsonl, .csv, .tsv/.text or .parquet "
+        "(columns: item_id|id|asin, title|name|text, optional category, description, brand, weight_kg)",
+    )
+    label.add_argument("--out", required=True, help="labels JSONL (appended; rejects go to OUT.rejects.jsonl)")
+    label.add_argument("--workers", type=int, default=1, help="concurrent LLM calls (for an HTTP endpoint)")
+    label.add_argument("--shard", default="0/1", help="i/n: label only shard i of n (stable hash of the item id)")
+    label.add_argument(
+        "--store", help="store directory or Chroma server URL (default: $RECAGENTS_STORE or ~/.cache/recagents/store)"
+    )
+    label.add_argument("--batch-size", type=int, default=32, help="items per batch (each batch is fsynced)")
+    label.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    common(label)
+    label.set_defaults(run=_label)
+
+    evaluation = verbs.add_parser("eval", help="grouped k-fold evaluation over the reference catalogue")
+    evaluation.add_argument("--folds", type=int, default=5, help="number of folds, grouped by product (default 5)")
+    evaluation.add_argument("--loo", action="store_true", help="leave one product group out instead of k folds")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and the LLM sample")
+    evaluation.add_argument(
+        "--llm-limit",
+        type=int,
+        default=100,
+        help="held-out products sent to the LLM (seeded sample; 0 = all; default 100)",
+    )
+    evaluation.add_argument(
+        "--with-weight",
+        action="store_true",
+        help="give the pipeline and the LLM each product's weight (kNN is reported both ways)",
+    )
+    evaluation.add_argument("--out", default="runs/pcf/eval.json", help="JSON result (default runs/pcf/eval.json)")
+    common(evaluation)
+    evaluation.set_defaults(run=_eval)
+
+    index = verbs.add_parser("index", help="index the reference catalogue into the store (idempotent)")
+    index.add_argument("--store", help="store directory or Chroma server URL")
+    common(index)
+    index.set_defaults(run=_index)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; a bad input prints one line naming the file, line or field and returns 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from retrieval.errors import RetrievalError
+
+    try:
+        result = args.run(args)
+    except (PCFError, RetrievalError, FileNotFoundError, *_model_errors()) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""The labelling batch job: estimate a PCF for every item of a catalogue, resumably, exactly once per item.
+
+Output is an append-only JSONL file, one label per line, written a batch at a time with flush + fsync. On
+start the file is read back: a torn last line (a kill in the middle of a write) is cut off, the ids already
+labelled are skipped. Each batch is first upserted into the store (idempotent by item id) and only then
+appended, so a kill at any moment leaves every item either labelled once or not at all, and a rerun finishes
+the rest. A file lock keeps a second process off the same output file. Malformed catalogue rows go to
+``<out>.rejects.jsonl`` with their line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from agents.pcf.errors import PCFDataError
+from agents.pcf.estimate import (
+    DEFAULT_K,
+    DEFAULT_SIMILARITY_THRESHOLD,
+    ChatLike,
+    PCFEstimator,
+    StoreNeighbours,
+    TargetItem,
+)
+from agents.pcf.reference import REFERENCE_COLLECTION, SectorStats, index_references, load_carbon_catalogue
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLLECTION = "pcf_labels"
+ID_FIELDS = ("item_id", "id", "asin", "parent_asin", "product_id")
+TITLE_FIELDS = ("title", "name", "text", "product_name")
+CATEGORY_FIELDS = ("category", "categories", "main_category")
+DESCRIPTION_FIELDS = ("description", "desc")
+BRAND_FIELDS = ("brand", "company")
+WEIGHT_FIELDS = ("weight_kg", "weight")
+
+
+@dataclass
+class Reject:
+    """A catalogue row that could not be used, with where and why."""
+
+    line: int
+    field: str
+    error: str
+    raw: str = ""
+
+
+@dataclass
+class Catalogue:
+    """The usable items of a catalogue file and its rejected rows."""
+
+    path: Path
+    items: list[TargetItem] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------- reading items
+
+
+def _pick(record: dict[str, Any], names: Sequence[str]) -> tuple[str | None, Any]:
+    """The first of ``names`` present in ``record`` (case-insensitive) with its value."""
+    lowered = {str(k).strip().lower(): k for k in record}
+    for name in names:
+        if name in lowered:
+            return name, record[lowered[name]]
+    return None, None
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " > ".join(_text(v) for v in value if _text(v))
+    return str(value).strip()
+
+
+def item_from_record(record: dict[str, Any], line: int, seen: dict[str, int]) -> TargetItem | Reject:
+    """A TargetItem from one catalogue row, or a Reject naming the line and field."""
+    raw = json.dumps(record, default=str)[:300]
+    id_field, raw_id = _pick(record, ID_FIELDS)
+    item_id = _text(raw_id)
+    if isinstance(raw_id, float) and raw_id.is_integer():
+        item_id = str(int(raw_id))  # parquet/pandas may read integer ids as floats
+    if not item_id:
+        return Reject(line, id_field or "item_id", "missing item id", raw)
+    if item_id in seen:
+        return Reject(
+            line, id_field or "item_id", f"duplicate item id {item_id!r} (first on line {seen[item_id]})", raw
+        )
+    title_field, title = _pick(record, TITLE_FIELDS)
+    if not _text(title):
+        return Reject(line, title_field or "title", "missing title", raw)
+    weight_field, weight = _pick(record, WEIGHT_FIELDS)
+    weight_kg = None
+    if _text(weight):
+        try:
+            weight_kg = float(_text(weight))
+        except ValueError:
+            return Reject(line, weight_field or "weight_kg", f"weight {weight!r} is not a number", raw)
+        if not math.isfinite(weight_kg) or weight_kg <= 0:
+            return Reject(line, weight_field or "weight_kg", f"weight {weight!r} must be a positive number", raw)
+    seen[item_id] = line
+    return TargetItem(
+        item_id=item_id,
+        title=_text(title),
+        category=_text(_pick(record, CATEGORY_FIELDS)[1]),
+        description=_text(_pick(record, DESCRIPTION_FIELDS)[1]),
+        brand=_text(_pick(record, BRAND_FIELDS)[1]),
+        weight_kg=weight_kg,
+    )
+
+
+def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
+    """(line number, record or Reject) for each row of a .jsonl, .csv/.tsv/.text or .parquet file."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield line_number, Reject(line_number, "(line)", f"malformed JSON: {exc.msg}", line[:300])
+                    continue
+                if not isinstance(record, dict):
+                    yield line_number, Reject(line_number, "(line)", "not a JSON object", line[:300])
+                    continue
+                yield line_number, record
+    elif suffix in (".csv", ".tsv", ".text", ".txt"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            first = handle.readline()
+            handle.seek(0)
+            delimiter = "\t" if suffix in (".tsv", ".text") or "\t" in first else ","
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            _check_columns(path, reader.fieldnames or [])
+            for record in reader:
+                if None in record:  # more cells than header columns
+                    yield reader.line_num, Reject(reader.line_num, "(row)", "more cells than header columns")
+                    continue
+                yield reader.line_num, record
+    elif suffix == ".parquet":
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise PCFDataError(f"{path}: cannot read parquet ({exc})") from exc
+        _check_columns(path, list(frame.columns))
+        for row_number, record in enumerate(frame.to_dict(orient="records"), start=1):
+            yield row_number, record
+    else:
+        raise PCFDataError(f"{path}: unsupported catalogue format {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
+
+
+def _check_columns(path: Path, columns: Sequence[str]) -> None:
+    lowered = {str(c).strip().lower() for c in columns}
+    for what, names in (("an id", ID_FIELDS), ("a title", TITLE_FIELDS)):
+        if not lowered & set(names):
+            raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {list(columns)}")
+
+
+def read_catalogue(path: str | Path) -> Catalogue:
+    """Items and rejected rows of a catalogue file; raises PCFDataError when the file as a whole is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise PCFDataError(f"{path}: catalogue file not found")
+    catalogue = Catalogue(path=path)
+    seen: dict[str, int] = {}
+    for line, record in _records(path):
+        parsed = record if isinstance(record, Reject) else item_from_record(record, line, seen)
+        (catalogue.rejects if isinstance(parsed, Reject) else catalogue.items).append(parsed)
+    return catalogue
+
+
+def in_shard(item_id: str, shard: tuple[int, int]) -> bool:
+    """Whether an item belongs to shard ``i`` of ``n`` (stable: a hash of the id, not the row order)."""
+    index, count = shard
+    return zlib.crc32(item_id.encode("utf-8")) % count == index
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise PCFDataError(f"--shard {text!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    return int(match[1]), int(match[2])
+
+
+# ---------------------------------------------------------------------------------------- the labels file
+
+
+def read_labels(path: str | Path, repair: bool = False) -> dict[str, dict[str, Any]]:
+    """Labels by item id from a labels file (first one wins); a torn last line is ignored (cut with ``repair``).
+
+    Raises PCFDataError naming the line when a complete line is not a label.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        logger.warning(
+            "%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - complete
+        )
+        if repair:
+            with path.open("r+b") as handle:
+                handle.truncate(complete)
+                handle.flush()
+                os.fsync(handle.fileno())
+    labels: dict[str, dict[str, Any]] = {}
+    for line_number, line in enumerate(io.StringIO(data[:complete].decode("utf-8")), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            item_id = str(record["item_id"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise PCFDataError(
+                f"{path}:{line_number}: not a label line ({exc}); move the file aside to start over"
+            ) from None
+        if item_id in labels:
+            logger.warning("%s:%d: item %r labelled twice; keeping the first", path, line_number, item_id)
+            continue
+        labels[item_id] = record
+    return labels
+
+
+def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append records as JSON lines in one write, then flush and fsync (durable before the next batch)."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    with path.open("ab") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file).
+
+    Same contract as ``recsys.models.base.atomic_write_text``, kept here so the job does not import torch.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------- embedders
+
+
+class HashingEmbedder:
+    """A fast deterministic bag-of-words embedder (hashed word and bigram counts) for smoke tests and CI."""
+
+    modality = "text"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"pcf-hashing-{dim}"
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Hashed token counts, L2-normalised, float32 (n, dim)."""
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = re.findall(r"[a-z0-9]+", text.lower())
+            for token in words + [a + " " + b for a, b in itertools.pairwise(words)]:
+                vectors[row, zlib.crc32(token.encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        """Not an image embedder."""
+        raise NotImplementedError("HashingEmbedder embeds texts only")
+
+
+def make_embedder(name: str) -> Any:
+    """``"minilm"`` (the packaged all-MiniLM-L6-v2, default) or ``"hashing"`` (fast, for tests)."""
+    if name == "hashing":
+        return HashingEmbedder()
+    if name == "minilm":
+        from retrieval.embed import TextEmbedder
+
+        return TextEmbedder()
+    raise PCFDataError(f"--embedder {name!r}: expected minilm or hashing")
+
+
+# ---------------------------------------------------------------------------------------- the job
+
+
+def label_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    """Store metadata of a label (Chroma takes scalars and non-empty lists, no None)."""
+    meta = {
+        "pcf_kg": float(record["pcf_kg"]),
+        "method": record["method"],
+        "confidence": float(record["confidence"]),
+        "sector": record.get("sector") or "",
+    }
+    if record.get("neighbours"):
+        meta["neighbours"] = list(record["neighbours"])
+        meta["similarities"] = [float(s) for s in record["similarities"]]
+    return meta
+
+
+def run_label_job(
+    catalog: str | Path,
+    out: str | Path,
+    store: Any,
+    embedder: Any,
+    llm: ChatLike | None = None,
+    llm_name: str = "",
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int = 32,
+    k: int = DEFAULT_K,
+    similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+    reference: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Label every (shard's) item of ``catalog`` into ``out``; returns a summary dict. Safe to rerun."""
+    from filelock import FileLock, Timeout
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out) + ".lock")
+    try:
+        lock.acquire(timeout=1.0)
+    except Timeout:
+        raise PCFDataError(f"{out}: another labelling process is writing this file ({out}.lock)") from None
+    try:
+        return _run_locked(
+            catalog, out, store, embedder, llm, llm_name, workers, shard, batch_size, k, similarity_threshold,
+            reference, progress,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    catalog,
+    out,
+    store,
+    embedder,
+    llm,
+    llm_name,
+    workers,
+    shard,
+    batch_size,
+    k,
+    similarity_threshold,
+    reference,
+    progress,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    catalogue = read_catalogue(catalog)
+    rejects_path = Path(str(out) + ".rejects.jsonl")
+    atomic_write_text(
+        rejects_path,
+        "".join(
+            json.dumps({"file": str(catalogue.path), **r.__dict__}, ensure_ascii=False) + "\n"
+            for r in catalogue.rejects
+        ),
+    )
+    for reject in catalogue.rejects[:5]:
+        logger.warning("%s:%d: field %s: %s (rejected)", catalogue.path, reject.line, reject.field, reject.error)
+    mine = [item for item in catalogue.items if in_shard(item.item_id, shard)]
+    done = read_labels(out, repair=True)
+    todo = [item for item in mine if item.item_id not in done]
+    products = load_carbon_catalogue(reference)
+    index_references(store, products, embedder, REFERENCE_COLLECTION)
+    neighbours = StoreNeighbours(store, REFERENCE_COLLECTION)
+    estimator = PCFEstimator(
+        stats=SectorStats.from_products(products),
+        llm=llm,
+        similarity_threshold=similarity_threshold,
+        workers=workers,
+        llm_name=llm_name,
+    )
+    labels_collection = store.collection(LABEL_COLLECTION, embedder=embedder)
+    methods: Counter[str] = Counter()
+    label_started = time.perf_counter()
+    with tqdm(
+        total=len(mine), initial=len(mine) - len(todo), desc="pcf label", unit="item", disable=not progress
+    ) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            texts = [item.text() for item in batch]
+            vectors = embedder.embed_texts(texts)
+            labels = estimator.estimate(batch, neighbours.search(vectors, k=k))
+            records = [label.to_dict() for label in labels]
+            # Store first, file second: the file is the record of what is done, so an item whose line was
+            # not yet written is simply labelled (and upserted, idempotently) again by the next run.
+            labels_collection.upsert(
+                [r["item_id"] for r in records],
+                documents=texts,
+                embeddings=vectors,
+                metadatas=[label_metadata(r) for r in records],
+            )
+            _append_lines(out, records)
+            methods.update(r["method"] for r in records)
+            bar.update(len(batch))
+    seconds = time.perf_counter() - label_started
+    summary = {
+        "catalog": str(catalogue.path),
+        "out": str(out),
+        "rejects_file": str(rejects_path),
+        "shard": f"{shard[0]}/{shard[1]}",
+        "rows_read": len(catalogue.items) + len(catalogue.rejects),
+        "items": len(catalogue.items),
+        "rejected": len(catalogue.rejects),
+        "rejected_by_field": dict(Counter(r.field for r in catalogue.rejects)),
+        "in_shard": len(mine),
+        "already_labelled": len(mine) - len(todo),
+        "labelled_now": len(todo),
+        "methods_now": dict(methods),
+        "fallback_reasons": dict(estimator.counts),
+        "llm": llm_name or None,
+        "items_per_second": round(len(todo) / seconds, 2) if todo and seconds > 0 else None,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    logger.info(
+        "labelled %d items (%d already done, %d rejected rows)",
+        len(todo),
+        len(mine) - len(todo),
+        len(catalogue.rejects),
+    )
+    return summary
