@@ -436,6 +436,75 @@ def load_atomic_benchmark(path: str | Path, name: str | None = None) -> Interact
     )
 
 
+RECHORUS_PARTS = (("train.csv", 0), ("dev.csv", 1), ("test.csv", 2))
+
+
+def load_rechorus(path: str | Path, name: str | None = None) -> InteractionDataset:
+    """ReChorus ``train.csv`` / ``dev.csv`` / ``test.csv`` (tab-separated ``user_id item_id time``) as one
+    dataset whose folds give the "given" split (dev = valid). The ``neg_items`` column of dev/test (ReChorus'
+    sampled candidates) is not used: evaluation here ranks the full catalogue. Item text, where the folder
+    has ``<Name>.item2index`` (raw id, ReChorus index) and ``<Name>.text`` (raw id, text), is attached."""
+    folder = Path(path)
+    frames = []
+    for file_name, fold in RECHORUS_PARTS:
+        part_path = folder / file_name
+        if not part_path.is_file():
+            raise DataError(f"{part_path}: file not found (ReChorus folders hold train.csv, dev.csv and test.csv)")
+        raw = _read_bytes(part_path)
+        try:
+            frame = pd.read_csv(io.BytesIO(raw), sep="\t", dtype=str, keep_default_na=False, engine="c")
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{part_path}: {str(exc).replace('Error tokenizing data. C error: ', '')}") from None
+        for required in ("user_id", "item_id"):
+            if required not in frame.columns:
+                raise DataError(
+                    f"{part_path}: line 1: field {required!r} missing; the header has {list(frame.columns)}"
+                )
+        lines = np.arange(2, len(frame) + 2)
+        for column in ("user_id", "item_id"):
+            empty = np.flatnonzero(frame[column].str.strip().to_numpy() == "")
+            if empty.size:
+                raise DataError(f"{part_path}: line {int(lines[empty[0]])}: field {column!r} is empty")
+        times = _to_float(frame["time"], part_path, "time", lines) if "time" in frame else np.full(len(frame), np.nan)
+        if "neg_items" in frame.columns:
+            logger.info("%s: neg_items (sampled candidates) not used; evaluation ranks all items", part_path)
+        frames.append(
+            pd.DataFrame({"user_id": frame["user_id"], "item_id": frame["item_id"], "t": times, "fold": fold})
+        )
+    table = pd.concat(frames, ignore_index=True)
+    timestamps = table["t"].to_numpy(np.float64)
+    dataset = build_dataset(
+        name or folder.name,
+        table["user_id"].to_numpy(),
+        table["item_id"].to_numpy(),
+        None,
+        None if np.isnan(timestamps).any() else timestamps,
+        folder,
+        fold=table["fold"].to_numpy(np.int8),
+    )
+    dataset.item_text = _rechorus_item_text(folder, dataset.item_map)
+    return dataset
+
+
+def _rechorus_item_text(folder: Path, item_map: IdMap) -> list[str] | None:
+    """Titles via ``*.item2index`` (raw id -> ReChorus index) and ``*.text`` (raw id -> text), when present."""
+    index_files, text_files = sorted(folder.glob("*.item2index")), sorted(folder.glob("*.text"))
+    if len(index_files) != 1 or len(text_files) != 1:
+        return None
+    index = pd.read_csv(index_files[0], sep="\t", header=None, names=["raw", "index"], dtype=str, keep_default_na=False)
+    text = pd.read_csv(text_files[0], sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    if not {"id", "text"} <= set(text.columns):
+        logger.warning("%s: expected columns id and text; item text not attached", text_files[0])
+        return None
+    by_raw = dict(zip(text["id"], text["text"], strict=True))
+    by_index = {i: by_raw.get(r, "") for r, i in zip(index["raw"], index["index"], strict=True)}
+    titles = [by_index.get(str(item_map.to_raw(i)), "") for i in range(len(item_map))]
+    missing = sum(1 for t in titles if not t)
+    if missing:
+        logger.warning("%s: %d of %d items have no text", text_files[0], missing, len(titles))
+    return titles
+
+
 # -- MovieLens in the original GroupLens layouts ----------------------------------------------------
 def load_movielens_100k(path: str | Path, keep_duplicates: bool = False) -> InteractionDataset:
     """GroupLens ml-100k: ``u.data`` (tab: user item rating timestamp), ``u.item``/``u.user`` (``|``, latin-1)."""

@@ -22,6 +22,7 @@ from recsys.data.loaders import (
     load_lightgcn_lastfm,
     load_movielens_1m,
     load_movielens_100k,
+    load_rechorus,
     load_table,
 )
 
@@ -122,7 +123,8 @@ def locate_format(path: Path) -> tuple[Path, str]:
     listing = ", ".join(names[:20]) or "(empty)"
     raise DataError(
         f"{path}: cannot tell the dataset format from its files ({listing}); expected RecBole <name>.inter, "
-        "GroupLens u.data or ratings.dat, LightGCN train.txt/test.txt, or a .csv/.tsv/.parquet table"
+        "GroupLens u.data or ratings.dat, LightGCN train.txt/test.txt, ReChorus train.csv/dev.csv/test.csv, "
+        "or a .csv/.tsv/.parquet table"
     )
 
 
@@ -155,6 +157,8 @@ def _format_of(path: Path) -> str | None:
         return "lightgcn"
     if {"data1.txt", "test1.txt"} <= names:
         return "lightgcn_lastfm"
+    if {"train.csv", "dev.csv", "test.csv"} <= names:
+        return "rechorus"
     return None
 
 
@@ -177,6 +181,8 @@ def load_path(path: str | Path, name: str | None = None, **options: Any) -> Inte
         dataset, _ = load_lightgcn(path, keep_duplicates=options.get("keep_duplicates", False))
     elif fmt == "lightgcn_lastfm":
         dataset, _ = load_lightgcn_lastfm(path, keep_duplicates=options.get("keep_duplicates", False))
+    elif fmt == "rechorus":
+        dataset = load_rechorus(path)
     else:  # table: named columns from options, else guessed from common names
         table_options = {k: options.get(k) for k in ("user_col", "item_col", "rating_col", "time_col", "sep")}
         dataset = load_table(path, keep_duplicates=options.get("keep_duplicates", False), **table_options)

@@ -194,3 +194,42 @@ def test_real_cli_info_ml100k(real_data):
     info = json.loads(result.stdout)
     assert (info["n_users"], info["n_items"], info["n_interactions"]) == (943, 1682, 100000)
     assert info["first_timestamp_iso"].startswith("1997-09-20")
+
+
+def _write_rechorus(folder: Path, train_header: str = "user_id\titem_id\ttime") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.csv").write_text(f"{train_header}\n1\t1\t10\n1\t2\t20\n2\t2\t15\n2\t3\t16\n")
+    (folder / "dev.csv").write_text("user_id\titem_id\ttime\tneg_items\n1\t3\t30\t[2, 4]\n")
+    (folder / "test.csv").write_text("user_id\titem_id\ttime\tneg_items\n1\t4\t40\t[2]\n2\t1\t41\t[4]\n")
+    (folder / "X.item2index").write_text("A1\t1\nA2\t2\nA3\t3\nA4\t4\n")
+    (folder / "X.text").write_text("id\ttext\nA1\tfirst title\nA2\tsecond\nA3\tthird\nA4\tfourth\n")
+    return folder
+
+
+def test_rechorus_folder_gives_a_given_split_with_titles(tmp_path):
+    folder = _write_rechorus(tmp_path / "office")
+    assert detect_format(folder) == "rechorus"
+    dataset = load_dataset(folder)
+    assert (dataset.n_users, dataset.n_items, dataset.n_interactions) == (2, 4, 7)
+    assert dataset.item_text[dataset.item_map.to_index("1")] == "first title"
+    split = make_split(dataset, "given")
+    assert (split.train.n_interactions, split.valid.n_interactions, split.test.n_interactions) == (4, 1, 2)
+    test_pairs = set(zip(split.test.users.tolist(), split.test.items.tolist(), strict=True))
+    assert (dataset.user_map.to_index("2"), dataset.item_map.to_index("1")) in test_pairs
+
+
+def test_rechorus_bad_header_names_the_file_and_field(tmp_path):
+    folder = _write_rechorus(tmp_path / "bad", train_header="uid\titem_id\ttime")
+    with pytest.raises(DataError, match=r"train\.csv: line 1: field 'user_id'"):
+        load_dataset(folder)
+
+
+def test_real_amazon_office_rechorus(real_data):
+    folder = real_data / "amazon_office_rechorus"
+    if not folder.is_dir():
+        pytest.skip("amazon_office_rechorus not in ../shared/data")
+    dataset = load_dataset(folder)
+    assert (dataset.n_users, dataset.n_items, dataset.n_interactions) == (4905, 2420, 53258)
+    assert sum(1 for t in dataset.item_text if t) == 2420
+    split = make_split(dataset, "given")
+    assert split.valid.n_interactions == split.test.n_interactions == 4905
