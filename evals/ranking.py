@@ -58,6 +58,7 @@ _COMPARE_MAX_RELEVANT = 8
 
 __all__ = [
     "FULL_RANKING",
+    "csr_rows_to_dense",
     "evaluate_full_ranking",
     "evaluate_sampled_ranking",
     "pessimistic_positions",
@@ -174,7 +175,7 @@ def _hits_from_positions(positions: torch.Tensor, width: int) -> torch.Tensor:
 # -- batching -------------------------------------------------------------------------------------------
 
 
-def _csr_rows_to_dense(csr: sp.csr_matrix, users: np.ndarray, device: torch.device) -> torch.Tensor:
+def csr_rows_to_dense(csr: sp.csr_matrix, users: np.ndarray, device: torch.device) -> torch.Tensor:
     """Rows ``users`` of a CSR matrix as a dense bool tensor on ``device``."""
     sub = csr[users]
     lengths = np.diff(sub.indptr)
@@ -254,9 +255,9 @@ def _rank_all_users(
             scores = scores.float()
         # a fresh tensor, so masking in place never touches the model's own buffers
         scores = torch.where(torch.isnan(scores), torch.full_like(scores, -torch.inf), scores)
-        relevant = _csr_rows_to_dense(test, batch_users, device)
+        relevant = csr_rows_to_dense(test, batch_users, device)
         if mask is not None:
-            scores.masked_fill_(_csr_rows_to_dense(mask, batch_users, device), -torch.inf)
+            scores.masked_fill_(csr_rows_to_dense(mask, batch_users, device), -torch.inf)
         if candidates is not None:
             keep = torch.from_numpy(candidates(batch_users)).to(device)
             scores.masked_fill_(~keep, -torch.inf)

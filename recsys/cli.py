@@ -22,11 +22,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, UnknownModelError, CheckpointError, TrainingError, FileNotFoundError)
 
 
-def run_cli(command: Callable[[], Any]) -> int:
-    """Run ``command``; print its result as JSON on stdout; on a user error print one line, return 2."""
+def run_cli(command: Callable[[], Any], errors: tuple[type[BaseException], ...] = ()) -> int:
+    """Run ``command``; print its result as JSON on stdout; on a user error (ours, or one of ``errors``) print
+    one line and return 2."""
     try:
         result = command()
-    except user_errors() as exc:
+    except (*user_errors(), *errors) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

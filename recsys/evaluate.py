@@ -14,19 +14,25 @@ from recsys.models import Recommender
 from recsys.models.base import CheckpointError
 from recsys.train import RUN_FILE, DataConfig, TrainConfig, Trainer, prepare_split
 
+logger = logging.getLogger(__name__)
 
-def evaluate_checkpoint(checkpoint: str | Path, which: str = "test", data_dir: str | None = None) -> dict[str, Any]:
-    """Load model and run record from ``checkpoint``, rebuild the same split, and evaluate ``which``."""
+
+def load_checkpoint(checkpoint: str | Path, data_dir: str | None = None) -> tuple[Recommender, Any, dict[str, Any]]:
+    """Model, rebuilt split and run record of a folder written by ``python -m recsys.train --out``."""
     checkpoint = Path(checkpoint)
     run_path = checkpoint / RUN_FILE
     if not run_path.is_file():
         raise CheckpointError(f"{run_path}: missing; --checkpoint must be a folder written by recsys.train")
-    run = json.loads(run_path.read_text())
+    try:
+        run = json.loads(run_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{run_path}: not valid JSON ({exc.msg})") from None
+    if "result" not in run:
+        logger.warning("%s has no final result: the run may be unfinished (its best weights so far are used)", run_path)
     data_values = dict(run.get("data_config", {}))
     if data_dir is not None:
         data_values["data_dir"] = data_dir
     data_config = build_config(DataConfig, data_values)
-    train_config = build_config(TrainConfig, run.get("train_config", {}))
     split = prepare_split(data_config)
     model = Recommender.from_pretrained(checkpoint)
     if (model.n_users, model.n_items) != (split.train.n_users, split.train.n_items):
@@ -34,10 +40,18 @@ def evaluate_checkpoint(checkpoint: str | Path, which: str = "test", data_dir: s
             f"{checkpoint}: model has {model.n_users} users x {model.n_items} items but dataset "
             f"{data_config.dataset} now gives {split.train.n_users} x {split.train.n_items}"
         )
+    return model, split, run
+
+
+def evaluate_checkpoint(checkpoint: str | Path, which: str = "test", data_dir: str | None = None) -> dict[str, Any]:
+    """Load model and run record from ``checkpoint``, rebuild the same split, and evaluate ``which``."""
+    model, split, run = load_checkpoint(checkpoint, data_dir)
+    train_config = build_config(TrainConfig, run.get("train_config", {}))
     trainer = Trainer(model, split, train_config, progress=False)
     model.to(trainer.accelerator.device)
     metrics = trainer.evaluate(which, model)
-    return {"model": model.name, "dataset": data_config.dataset, "protocol": split.protocol, "split": which, **metrics}
+    dataset = build_config(DataConfig, dict(run.get("data_config", {}))).dataset
+    return {"model": model.name, "dataset": dataset, "protocol": split.protocol, "split": which, **metrics}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,19 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from recsys.cli import run_cli
     from retrieval.errors import RetrievalError
 
-    try:
-        result = args.run(args)
-    except (PCFError, RetrievalError, FileNotFoundError, *_model_errors()) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    if result is not None:
-        print(json.dumps(result, indent=2, default=str))
-    return 0
+    return run_cli(lambda: args.run(args), errors=(PCFError, RetrievalError, *_model_errors()))
 
 
 if __name__ == "__main__":

@@ -289,8 +289,10 @@ class HashingEmbedder:
         return vectors / np.maximum(norms, 1e-12)
 
     def embed_images(self, images: Sequence[Any]) -> np.ndarray:
-        """Not an image embedder."""
-        raise NotImplementedError("HashingEmbedder embeds texts only")
+        """Not supported, as for every text embedder of ``retrieval``: there is no image tower."""
+        from retrieval.errors import EmbedError
+
+        raise EmbedError(f"{self.name} embeds text only; use ImageEmbedder or OpenClipEmbedder for images")
 
 
 def make_embedder(name: str) -> Any:

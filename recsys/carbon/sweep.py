@@ -22,49 +22,15 @@ import torch
 from tqdm.auto import tqdm
 
 from evals.metrics import ndcg_at_k, recall_at_k
+from evals.ranking import csr_rows_to_dense
 from recsys.carbon.labels import CarbonError, ItemPCF, align_pcf
 from recsys.carbon.rerank import carbon_reduction_at_loss, normalise_pcf, pareto_frontier, rerank, top_candidates
-from recsys.config import build_config
-from recsys.models import Recommender
-from recsys.models.base import CheckpointError, atomic_write, atomic_write_text
+from recsys.evaluate import load_checkpoint
+from recsys.models.base import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 TOP_K = 10
-
-
-def load_checkpoint(checkpoint: str | Path, data_dir: str | None = None) -> tuple[Recommender, Any, dict[str, Any]]:
-    """Model, rebuilt split and run record of a folder written by ``python -m recsys.train --out``."""
-    from recsys.train import RUN_FILE, DataConfig, prepare_split
-
-    checkpoint = Path(checkpoint)
-    run_path = checkpoint / RUN_FILE
-    if not run_path.is_file():
-        raise CheckpointError(f"{run_path}: missing; --checkpoint must be a folder written by recsys.train")
-    try:
-        run = json.loads(run_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{run_path}: not valid JSON ({exc.msg})") from None
-    if "result" not in run:
-        logger.warning("%s has no final result: the run may be unfinished (its best weights so far are used)", run_path)
-    values = dict(run.get("data_config", {}))
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    split = prepare_split(build_config(DataConfig, values))
-    model = Recommender.from_pretrained(checkpoint)
-    if (model.n_users, model.n_items) != (split.train.n_users, split.train.n_items):
-        raise CheckpointError(
-            f"{checkpoint}: model has {model.n_users} users x {model.n_items} items but the dataset now gives "
-            f"{split.train.n_users} x {split.train.n_items}"
-        )
-    return model, split, run
-
-
-def _rows_dense(csr: Any, users: np.ndarray, device: torch.device) -> torch.Tensor:
-    sub = csr[users].tocoo()
-    dense = torch.zeros((len(users), csr.shape[1]), dtype=torch.bool, device=device)
-    dense[torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))] = True
-    return dense
 
 
 @torch.no_grad()
@@ -99,10 +65,10 @@ def sweep_lambdas(
     for start in tqdm(range(0, users.size, batch_size), desc="carbon sweep", disable=not progress):
         batch = users[start : start + batch_size]
         scores = score_fn(torch.from_numpy(batch).to(device)).detach().to(device=device, dtype=torch.float64)
-        relevant = _rows_dense(test_csr, batch, device)
+        relevant = csr_rows_to_dense(test_csr, batch, device)
         blocked = ~allowed.unsqueeze(0).expand_as(relevant)
         if mask_csr is not None:
-            blocked = blocked | _rows_dense(mask_csr, batch, device)
+            blocked = blocked | csr_rows_to_dense(mask_csr, batch, device)
         scores = scores.masked_fill(blocked, -torch.inf)
         items, top_scores, valid = top_candidates(scores, n_candidates, relevant)
         short_lists += int((valid.sum(dim=1) < TOP_K).sum())
