@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The camroll part uses a small demo roll (12 users x 120 photos, built once); the full 50-user roll is what
+# `python -m agents.camroll chat --user 12` builds on first use.
+DEMO_ROLL ?= $(HOME)/.cache/recagents/camroll/make-demo-roll
+
 demo: $(STAMP)
 	$(BIN)/python -m agents.demo
+	@test -f $(DEMO_ROLL)/camroll.json || \
+		$(BIN)/python -m agents.camroll demo-data --users 12 --photos-per-user 120 --out $(DEMO_ROLL) --quiet
+	$(BIN)/python -m agents.camroll demo --data $(DEMO_ROLL) --user 12
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \

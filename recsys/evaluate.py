@@ -33,8 +33,13 @@ def load_checkpoint(checkpoint: str | Path, data_dir: str | None = None) -> tupl
     if data_dir is not None:
         data_values["data_dir"] = data_dir
     data_config = build_config(DataConfig, data_values)
-    split = prepare_split(data_config)
     model = Recommender.from_pretrained(checkpoint)
+    if getattr(model, "task", "ranking") == "ctr":  # the same rows and split, encoded by the checkpoint's pipeline
+        from recsys.ctr.datasets import load_ctr_table, split_and_encode
+
+        table = load_ctr_table(data_config.dataset, data_config.data_dir, data_config.bad_rows)
+        return model, split_and_encode(table, data_config.split, data_config.split_seed, model.pipeline), run
+    split = prepare_split(data_config)
     if (model.n_users, model.n_items) != (split.train.n_users, split.train.n_items):
         raise CheckpointError(
             f"{checkpoint}: model has {model.n_users} users x {model.n_items} items but dataset "

@@ -6,6 +6,11 @@ Usage::
 
 Any field of ``TrainConfig``, ``DataConfig`` or the model's ``Config`` can be set in the YAML file or as
 ``--key value``. Runs unchanged under ``accelerate launch`` with several processes.
+
+CTR models (``task = "ctr"``: lr, fm, deepfm, dcnv2, mlp, dsmlp) take a CTR dataset (``ml-1m-ctr``, a Criteo/
+Avazu/libFM/BARS file or folder, see docs/ctr.md), are evaluated by AUC and log-loss (``valid_metric auc``)
+and go through the same fit loop; a model whose ``selectable()`` is False (DS-MLP's teacher and distillation
+phases) is evaluated but never selected as best nor counted for early stopping.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from recsys.sampling import EpochSeededSampler, collate_batch
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+LOWER_IS_BETTER = ("logloss",)  # validation metrics minimised rather than maximised
 LAST_DIR = "last"
 
 
@@ -78,6 +84,8 @@ class DataConfig:
     split_seed: int = 2024
     user_core: int = 0
     item_core: int = 0
+    min_rating: float | None = None  # keep only ratings >= this before k-core (RecBole ML-1M benchmarks: 3)
+    bad_rows: str = "error"  # CTR files: "error" stops at malformed rows (reported by line), "skip" drops them
 
 
 class TrainingError(RuntimeError):
@@ -85,10 +93,14 @@ class TrainingError(RuntimeError):
 
 
 def prepare_split(data_config: DataConfig):
-    """Load the dataset named in ``data_config``, apply k-core filtering and split it."""
+    """Load the dataset named in ``data_config``, filter by rating, apply k-core filtering and split it."""
     from recsys.data import kcore_filter, load_dataset, make_split
 
     dataset = load_dataset(data_config.dataset, data_dir=data_config.data_dir)
+    if data_config.min_rating is not None:
+        if dataset.ratings is None:
+            raise ConfigError(f"min_rating: dataset {data_config.dataset!r} has no ratings to filter on")
+        dataset = dataset.subset(dataset.ratings >= data_config.min_rating)
     if data_config.user_core or data_config.item_core:
         dataset = kcore_filter(dataset, data_config.user_core, data_config.item_core)
     return make_split(dataset, data_config.split, seed=data_config.split_seed)
@@ -145,15 +157,33 @@ class Trainer:
         self.accelerator = accelerator
         self.run_info = dict(run_info or {})
         self.progress = progress and self.accelerator.is_local_main_process
-        self.train_csr = split.train.to_csr()
-        self.valid_csr = _csr_or_none(split.valid)
-        self.test_csr = _csr_or_none(split.test)
+        # CTR models (task "ctr") read labelled rows (a recsys.ctr.CTRSplit) and are judged by AUC and log-loss
+        self.task = getattr(model, "task", "ranking")
+        if self.task == "ctr":
+            self.train_csr = self.valid_csr = self.test_csr = None
+            self.has_valid = len(split.valid) > 0
+        else:
+            self.train_csr = split.train.to_csr()
+            self.valid_csr = _csr_or_none(split.valid)
+            self.test_csr = _csr_or_none(split.test)
+            self.has_valid = self.valid_csr is not None
         self.history: list[dict[str, Any]] = []
+        self._test_history = None
 
     # -- evaluation -------------------------------------------------------------------------------
+    def eval_history(self, which: str):
+        """What users did before the ``which`` targets: train for "valid", train + valid for "test"."""
+        if which == "valid" or self.split.valid is None or self.split.valid.n_interactions == 0:
+            return self.split.train
+        if self._test_history is None:
+            self._test_history = self.split.train.concat(self.split.valid)
+        return self._test_history
+
     def evaluate(self, which: str = "test", model: Recommender | None = None) -> dict[str, float]:
         """Full-ranking metrics on ``which`` ("valid" or "test"), masking the user's earlier positives."""
         model = model or self.accelerator.unwrap_model(self.model)
+        if self.task == "ctr":
+            return self.evaluate_ctr(which, model)
         if which == "valid":
             target, mask = self.valid_csr, self.train_csr
         elif which == "test":
@@ -163,6 +193,7 @@ class Trainer:
             raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
         if target is None:
             return {}
+        model.set_eval_history(self.eval_history(which))
         was_training = model.training
         model.eval()
         device = self.accelerator.device
@@ -186,6 +217,39 @@ class Trainer:
             model.train(was_training)
         return {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating, np.integer))}
 
+    def evaluate_ctr(self, which: str, model: Recommender) -> dict[str, float]:
+        """AUC and log-loss of a CTR model's click probabilities on the ``which`` rows."""
+        from evals.metrics import log_loss, roc_auc
+        from recsys.ctr.features import CTRBatchDataset
+
+        if which not in ("valid", "test"):
+            raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
+        part = getattr(self.split, which)
+        if part is None or len(part) == 0:
+            return {}
+        acc = self.accelerator
+        loader = torch.utils.data.DataLoader(
+            CTRBatchDataset(part), batch_size=self.config.eval_batch_size, shuffle=False, collate_fn=collate_batch
+        )
+        if acc.num_processes > 1:
+            loader = acc.prepare_data_loader(loader)  # sharded; gather_for_metrics drops the padded duplicates
+        was_training = model.training
+        model.eval()
+        probabilities, labels = [], []
+        try:
+            with torch.no_grad():
+                for batch in tqdm(loader, desc=f"{which} rows", disable=not self.progress, leave=False):
+                    batch = {k: v.to(acc.device) for k, v in batch.items()}
+                    prob, label = model.predict(batch).float(), batch["labels"]
+                    if acc.num_processes > 1:
+                        prob, label = acc.gather_for_metrics((prob, label))
+                    probabilities.append(prob.cpu())
+                    labels.append(label.cpu())
+        finally:
+            model.train(was_training)
+        y, p = torch.cat(labels).numpy(), torch.cat(probabilities).numpy()
+        return {"auc": roc_auc(y, p), "logloss": log_loss(y, p), "n_rows": int(y.size)}
+
     # -- training ---------------------------------------------------------------------------------
     def fit(self, resume_from: str | Path | None = None) -> dict[str, Any]:
         """Train (or fit in closed form), early-stop on validation, report test once at the best epoch."""
@@ -202,7 +266,7 @@ class Trainer:
             result = self._finish(raw_model, best_epoch=0, valid=valid, started=started, epoch_seconds=[])
             return result
 
-        if cfg.valid_metric and self.valid_csr is not None and cfg.valid_metric not in self._metric_names():
+        if cfg.valid_metric and self.has_valid and cfg.valid_metric not in self._metric_names():
             raise ConfigError(
                 f"valid_metric {cfg.valid_metric!r} is not computed; choose one of {self._metric_names()}"
             )
@@ -227,7 +291,7 @@ class Trainer:
             start_epoch, best_epoch, best_value, bad_evals, epoch_seconds = self._resume(resume_from, optimizer)
             best_state = self._load_best_state(resume_from)
 
-        use_valid = self.valid_csr is not None and bool(cfg.valid_metric)
+        use_valid = self.has_valid and bool(cfg.valid_metric)
         stopped_early = stopped_by_budget = False
         for epoch in range(start_epoch, cfg.epochs):
             tick = time.perf_counter()
@@ -268,8 +332,10 @@ class Trainer:
             if use_valid and is_eval_epoch:
                 valid = self.evaluate("valid")
                 record["valid"] = valid
-                value = valid[cfg.valid_metric]
-                if value > best_value:
+                value = -valid[cfg.valid_metric] if cfg.valid_metric in LOWER_IS_BETTER else valid[cfg.valid_metric]
+                if not acc.unwrap_model(model).selectable():
+                    record["selectable"] = False  # a pre-training phase (DS-MLP's teacher): no selection, no patience
+                elif value > best_value:
                     best_value, best_epoch, bad_evals = value, epoch + 1, 0
                     best_state = copy.deepcopy(acc.unwrap_model(model).state_dict())
                     self._save_model(acc.unwrap_model(model))
@@ -335,6 +401,8 @@ class Trainer:
         return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
 
     def _metric_names(self) -> list[str]:
+        if self.task == "ctr":
+            return ["auc", "logloss"]
         names = ["hr", "recall", "precision", "ndcg", "mrr", "coverage", "tail_share", "gini"]
         return [f"{n}@{k}" for k in self.config.ks for n in names]
 
@@ -446,6 +514,24 @@ class Trainer:
         return {k: v.to(self.accelerator.device) for k, v in best.state_dict().items()}
 
 
+def prepare_ctr_run(model_name: str, data_config: DataConfig, model_values: dict[str, Any], seed: int):
+    """(CTRSplit, model) for a CTR model: split 8:1:1 (or the data's own split), pipeline fitted on train."""
+    from recsys.ctr.datasets import prepare_ctr_split
+    from recsys.ctr.layers import build_ctr_model
+
+    if data_config.user_core or data_config.item_core or data_config.min_rating is not None:
+        raise ConfigError("user_core, item_core and min_rating apply to ranking data, not to CTR datasets")
+    split = prepare_ctr_split(
+        data_config.dataset,
+        data_config.data_dir,
+        split=data_config.split,
+        seed=data_config.split_seed,
+        bad_rows=data_config.bad_rows,
+    )
+    set_seed(seed)  # the initial weights depend on the seed alone
+    return split, build_ctr_model(model_name, split.pipeline, model_values)
+
+
 def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the command line, train, and return the result dict (used by ``main`` and by tests)."""
     parser = argparse.ArgumentParser(
@@ -486,9 +572,12 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
     if args.resume and not args.out:
         parser.error("--resume needs --out (the folder of the run to continue)")
 
-    split = prepare_split(data_config)
-    set_seed(train_config.seed)  # the initial weights depend on the seed alone
-    model = build_model(model_name, split.train.n_users, split.train.n_items, model_values)
+    if getattr(model_cls, "task", "ranking") == "ctr":
+        split, model = prepare_ctr_run(model_name, data_config, model_values, train_config.seed)
+    else:
+        split = prepare_split(data_config)
+        set_seed(train_config.seed)  # the initial weights depend on the seed alone
+        model = build_model(model_name, split.train.n_users, split.train.n_items, model_values)
     run_info = {
         "model": model_name,
         "dataset": data_config.dataset,
@@ -499,6 +588,9 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
         "evaluation": "full_ranking (train and valid items masked, pessimistic ties)",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
+    if getattr(model, "task", "ranking") == "ctr":
+        run_info["evaluation"] = "ctr: AUC and log-loss of the click probabilities on every held-out row"
+        run_info["ctr_data"] = {**split.info(), "rejects": split.rejects}
     trainer = Trainer(model, split, train_config, out_dir=args.out, run_info=run_info, progress=not args.quiet)
     return trainer.fit(resume_from=args.out if args.resume else None)
 

@@ -13,6 +13,7 @@ from recsys.data.loaders import (
     load_movielens_1m,
     load_movielens_100k,
     load_rechorus,
+    load_sequence_lines,
     load_table,
 )
 from recsys.data.registry import DATASETS, data_roots, detect_format, load_dataset, load_path, resolve_dataset
@@ -49,6 +50,7 @@ __all__ = [
     "load_movielens_100k",
     "load_path",
     "load_rechorus",
+    "load_sequence_lines",
     "load_table",
     "make_split",
     "random_split",

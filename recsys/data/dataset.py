@@ -230,6 +230,29 @@ class InteractionDataset:
             fold=None if self.fold is None else self.fold[mask],
         )
 
+    def concat(self, other: InteractionDataset) -> InteractionDataset:
+        """The rows of ``self`` followed by those of ``other`` (same maps; e.g. train + valid before test)."""
+        if other.user_map is not self.user_map and len(other.user_map) != len(self.user_map):
+            raise DataError(f"{self.name}: cannot concatenate parts with different user maps")
+        if other.item_map is not self.item_map and len(other.item_map) != len(self.item_map):
+            raise DataError(f"{self.name}: cannot concatenate parts with different item maps")
+
+        def join(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            if a is None and b is None:
+                return None
+            if a is None or b is None:
+                raise DataError(f"{self.name}: one part has a field the other lacks (ratings, timestamps or fold)")
+            return np.concatenate([a, b])
+
+        return dataclasses.replace(
+            self,
+            users=np.concatenate([self.users, other.users]),
+            items=np.concatenate([self.items, other.items]),
+            ratings=join(self.ratings, other.ratings),
+            timestamps=join(self.timestamps, other.timestamps),
+            fold=join(self.fold, other.fold),
+        )
+
     def info(self) -> dict[str, Any]:
         """Counts, density and the first/last timestamp (raw numbers, None without timestamps)."""
         has_time = self.timestamps is not None and self.n_interactions > 0

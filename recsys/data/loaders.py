@@ -833,3 +833,28 @@ def load_table(
         if empty.size:
             raise DataError(f"{path}: line {int(lines[empty[0]])}: field {field!r}: empty id")
     return build_dataset(name or path.stem, users, items, ratings, timestamps, path, keep_duplicates=keep_duplicates)
+
+
+# -- implicit sequences, one line per user (S3-Rec) or per event (SASRec) --------------------------------
+def load_sequence_lines(path: str | Path, name: str | None = None, keep_duplicates: bool = True) -> InteractionDataset:
+    """Time-ordered implicit sequences: lines ``user item [item ...]`` (space separated integer ids).
+
+    Reads the S3-Rec files (``Beauty.txt``, ``Sports_and_Outdoors.txt``, any other S3-Rec category: one line
+    per user, items oldest first) and the SASRec files (``Video.txt``: one ``user item`` line per event,
+    grouped by user in time order) alike. These files carry no timestamps: ``timestamps`` is None, the row
+    order is the time order (leave-one-out then splits by order), and sequence models see every gap as one
+    step. Repeated (user, item) events are kept by default: in a sequence they are events, not duplicates.
+    """
+    path = Path(path)
+    users, items, _ = _read_adjacency_lists(path)
+    if users.size == 0:
+        raise DataError(f"{path}: no interactions (every line lists a user without items)")
+    return build_dataset(
+        name or path.stem.lower(),
+        users.astype(str),
+        items.astype(str),
+        None,
+        None,
+        path,
+        keep_duplicates=keep_duplicates,
+    )

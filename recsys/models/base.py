@@ -80,6 +80,18 @@ class Recommender(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Hook called by the Trainer before each epoch."""
 
+    def set_eval_history(self, history: Any) -> None:
+        """Hook called before each evaluation with the interactions a user has made before that target.
+
+        ``history`` is an InteractionDataset: the train part before validation, train + valid before test.
+        Models that read a user's sequence at scoring time (SASRec, SinkRec, ...) keep it; others ignore it.
+        """
+
+    def selectable(self) -> bool:
+        """Whether this epoch's weights may become the best checkpoint (False in a pre-training phase,
+        e.g. DS-MLP's teacher and distillation phases); the Trainer then neither selects nor early-stops."""
+        return True
+
     # -- inference --------------------------------------------------------------------------------
     def score(self, users: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each user: ``Tensor[len(users), n_items]``."""
@@ -94,6 +106,11 @@ class Recommender(nn.Module):
             "n_items": self.n_items,
             "config": dataclasses.asdict(self.config),
         }
+
+    @classmethod
+    def from_checkpoint(cls, config: Any, meta: dict[str, Any], directory: Path) -> Recommender:
+        """Build the (untrained) model described by a checkpoint's ``config.json``; weights are loaded after."""
+        return cls(config, int(meta["n_users"]), int(meta["n_items"]))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
@@ -119,7 +136,7 @@ class Recommender(nn.Module):
             meta = json.loads(config_path.read_text())
             model_cls = get_model_class(meta["model"]) if cls is Recommender else cls
             config = build_config(model_cls.Config, meta.get("config", {}))
-            model = model_cls(config, int(meta["n_users"]), int(meta["n_items"]))
+            model = model_cls.from_checkpoint(config, meta, directory)
         except (KeyError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{config_path}: malformed config ({exc})") from None
         state = load_file(str(weights_path), device=map_location)

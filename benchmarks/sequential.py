@@ -1,0 +1,434 @@
+"""Sequential-recommendation benchmark: quality (SASRec, GRU4Rec, GDN, SinkRec and its ablations) beside the
+published full-ranking anchors, the cost of sequence length (scaling), and the state-sink diagnostic.
+
+Examples::
+
+    # quality: full protocol (3 seeds; ML-1M under each anchor's preprocessing, two Amazon sets)
+    python benchmarks/sequential.py quality --presets ml-1m-recbole ml-1m-hstu beauty sports --seeds 0 1 2
+    # what fits a busy 2-core CPU: ml-100k, one seed, an epoch cap and a time budget per run
+    python benchmarks/sequential.py quality --presets ml-100k --seeds 0 --epochs 30 --max-minutes 4 --tag cpu
+    # scaling of training step time, inference latency and memory with the sequence length
+    python benchmarks/sequential.py scaling --lengths 50 100 200 400 800 1600 4096 --tag cpu
+    # how much of the recurrent state repeated patterns take (GDN vs SinkRec), synthetic data
+    python benchmarks/sequential.py sink --tag cpu
+
+Writes ``benchmarks/results/sequential_<kind>[_<tag>].json`` (updated after every run, so an interrupted
+sweep keeps what it finished) and prints a table. Evaluation: leave-one-out (by time; by row order for
+data without timestamps), full ranking over all items, the user's train (and valid) items masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS_DIR, print_table, write_results
+from recsys.config import build_config
+from recsys.models import build_model, get_model_class
+from recsys.models.sequential import StreamingScorer
+from recsys.train import DataConfig, TrainConfig, Trainer, prepare_split
+
+logger = logging.getLogger("benchmarks.sequential")
+
+# Data presets: the data and preprocessing each anchor used, and the model's maximum sequence length.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ml-100k": {"data": {"dataset": "ml-100k"}, "max_len": 50},
+    # RecBole's sequential benchmark on ML-1M: ratings >= 3, 10-core users and items, history 50
+    "ml-1m-recbole": {"data": {"dataset": "ml-1m", "min_rating": 3, "user_core": 10, "item_core": 10}, "max_len": 50},
+    # HSTU's ML-1M table: every rating kept (ML-1M users already have >= 20), history 200
+    "ml-1m-hstu": {"data": {"dataset": "ml-1m"}, "max_len": 200},
+    "beauty": {"data": {"dataset": "beauty"}, "max_len": 50},
+    "sports": {"data": {"dataset": "sports"}, "max_len": 50},
+    "video-games": {"data": {"dataset": "video-games"}, "max_len": 50},
+}
+
+# Published full-ranking numbers (leave-one-out). Sampled-metric tables (e.g. the SASRec paper's) are not
+# comparable and are not listed.
+ANCHORS: dict[tuple[str, str], dict[str, Any]] = {
+    ("ml-1m-recbole", "sasrec"): {"hr@10": 0.2468, "ndcg@10": 0.1286, "source": "RecBole ML-1M benchmark"},
+    ("ml-1m-recbole", "gru4rec"): {"hr@10": 0.2776, "ndcg@10": 0.1545, "source": "RecBole ML-1M benchmark"},
+    ("ml-1m-hstu", "sasrec"): {"hr@10": 0.2853, "ndcg@10": 0.1603, "source": "HSTU repository ML-1M table"},
+    ("ml-1m-hstu", "hstu (theirs)"): {"hr@10": 0.3097, "ndcg@10": 0.1720, "source": "HSTU repository ML-1M table"},
+}
+
+# Model variants: registered name and config overrides (SinkRec's ablations are config switches).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sasrec": ("sasrec", {}),
+    "gru4rec": ("gru4rec", {}),
+    "gdn": ("gdn", {}),
+    "sinkrec": ("sinkrec", {}),
+    "sinkrec-no-memory": ("sinkrec", {"use_memory": False}),
+    "sinkrec-no-reinject": ("sinkrec", {"reinject": False}),
+    "sinkrec-no-suppression": ("sinkrec", {"write_suppression": False}),
+    "sinkrec-no-purification": ("sinkrec", {"readout_purification": False}),
+    "sinkrec-no-temporal": ("sinkrec", {"temporal_gates": False}),
+}
+METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
+
+
+def _result_name(kind: str, tag: str | None) -> str:
+    return f"sequential_{kind}" + (f"_{tag}" if tag else "")
+
+
+# -- quality ------------------------------------------------------------------------------------------------
+def run_quality(preset: str, split: Any, variant: str, seed: int, train_overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train one variant with one seed on one preset; return test metrics and timings."""
+    model_name, model_options = VARIANTS[variant]
+    cls = get_model_class(model_name)
+    config = build_config(TrainConfig, {**cls.train_defaults, **train_overrides, "seed": seed})
+    torch.manual_seed(seed)
+    options = {**model_options, "max_len": PRESETS[preset]["max_len"]}
+    model = build_model(model_name, split.train.n_users, split.train.n_items, options)
+    run_info = {"dataset": preset, "protocol": split.protocol, "model": variant, "seed": seed}
+    result = Trainer(model, split, config, run_info=run_info, progress=False).fit()
+    return {
+        "preset": preset,
+        "model": variant,
+        "seed": seed,
+        **{m: result.get(m) for m in METRICS},
+        "valid_ndcg@10": result.get("valid", {}).get("ndcg@10"),
+        "n_users": result.get("n_users"),
+        "best_epoch": result["best_epoch"],
+        "epochs_run": result["epochs_run"],
+        "stopped_early": result.get("stopped_early", False),
+        "stopped_by_budget": result.get("stopped_by_budget", False),
+        "seconds_per_epoch": result["seconds_per_epoch"],
+        "train_seconds": result["seconds"],
+        "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "patience", "max_minutes")},
+        "model_config": dataclasses.asdict(model.config),
+    }
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean (and std over seeds) per (preset, model), with the published anchor beside it."""
+    rows = []
+    for preset, variant in dict.fromkeys((r["preset"], r["model"]) for r in runs):
+        group = [r for r in runs if r["preset"] == preset and r["model"] == variant]
+        row: dict[str, Any] = {"preset": preset, "model": variant, "seeds": len(group)}
+        for metric in (*METRICS, "epochs_run", "seconds_per_epoch"):
+            values = [r[metric] for r in group if r.get(metric) is not None]
+            if values:
+                row[metric] = float(np.mean(values))
+                if len(values) > 1 and metric in METRICS:
+                    row[f"{metric}_std"] = float(np.std(values, ddof=1))
+        row["budget_stop"] = any(r.get("stopped_by_budget") for r in group)
+        anchor = ANCHORS.get((preset, variant))
+        if anchor:
+            row["anchor_hr@10"], row["anchor_ndcg@10"] = anchor["hr@10"], anchor["ndcg@10"]
+        rows.append(row)
+    return rows
+
+
+def quality(args: argparse.Namespace) -> int:
+    train_overrides: dict[str, Any] = {}
+    for key in ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every"):
+        if getattr(args, key) is not None:
+            train_overrides[key] = getattr(args, key)
+    runs: list[dict[str, Any]] = []
+    name = _result_name("quality", args.tag)
+    for preset in args.presets:
+        data = build_config(DataConfig, {**PRESETS[preset]["data"], "data_dir": args.data_dir})
+        split = prepare_split(data)
+        logger.info("%s: %s", preset, split.info())
+        for variant in args.models:
+            for seed in args.seeds:
+                logger.info("%s %s seed %d", preset, variant, seed)
+                run = run_quality(preset, split, variant, seed, train_overrides)
+                run["data_config"] = dataclasses.asdict(data)
+                run["split"] = split.info()
+                runs.append(run)
+                logger.info("%s", {k: run[k] for k in ("model", "seed", *METRICS, "epochs_run", "train_seconds")})
+                payload = {"evaluation": "full_ranking, leave-one-out", "summary": summarise(runs), "runs": runs}
+                payload["anchors"] = {f"{p}/{m}": v for (p, m), v in ANCHORS.items()}
+                payload["presets"] = {p: PRESETS[p] for p in args.presets}
+                path = write_results(name, payload, args.out)
+    rows = summarise(runs)
+    columns = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
+    print_table(rows, columns, title="sequential quality (full ranking, leave-one-out, train+valid masked)")
+    print(f"wrote {path}")
+    return 0
+
+
+# -- scaling -------------------------------------------------------------------------------------------------
+def _saved_activation_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for backward while ``fn`` runs (a device-free memory measure)."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    tick = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - tick) / repeats
+
+
+def measure(model: Any, items: torch.Tensor, gaps: torch.Tensor, repeats: int, streams: bool) -> dict[str, float]:
+    """Training step time, saved activations, single-user inference latency and the streaming update time."""
+    batch = {"items": items[:, :-1], "targets": items[:, 1:], "gaps": gaps[:, :-1]}
+    out: dict[str, float] = {}
+
+    def train_step() -> None:
+        model.zero_grad(set_to_none=True)
+        model.loss(batch).backward()
+
+    model.train()
+    out["train_step_s"] = _timed(train_step, repeats)
+    out["activation_mb"] = _saved_activation_bytes(lambda: model.loss(batch)) / 2**20
+    model.eval()
+    length = items.shape[1]
+    with torch.no_grad():
+        lengths = torch.full((1,), length, device=items.device)
+        out["inference_s"] = _timed(lambda: model.item_logits(model.last_hidden(items[:1], gaps[:1], lengths)), repeats)
+    if items.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        train_step()
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if streams:  # the per-event streaming update after `length - 1` events
+        stream = StreamingScorer(model)
+        for item in items[0, : length - 1].tolist():
+            stream.update(0, item - 1)
+        out["stream_update_s"] = _timed(lambda: stream.update(0, 0), repeats * 4)
+    return out
+
+
+def scaling(args: argparse.Namespace) -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_items = args.n_items
+    rows: list[dict[str, Any]] = []
+    name = _result_name("scaling", args.tag)
+    for length in args.lengths:
+        for variant in args.models:
+            model_name, options = VARIANTS[variant]
+            torch.manual_seed(0)
+            model = build_model(model_name, 1, n_items, {**options, "max_len": length, "dropout": 0.0}).to(device)
+            items = torch.randint(1, n_items + 1, (args.batch_size, length), device=device)
+            gaps = torch.rand(args.batch_size, length, device=device)
+            {"items": items[:, :-1], "targets": items[:, 1:], "gaps": gaps[:, :-1]}
+            row: dict[str, Any] = {"length": length, "model": variant, "batch_size": args.batch_size}
+            try:
+                row.update(measure(model, items, gaps, args.repeats, streams=model_name != "sasrec"))
+            except (RuntimeError, MemoryError) as exc:  # out of memory at long lengths is a result too
+                row["error"] = str(exc).splitlines()[0][:200]
+            rows.append(row)
+            logger.info("%s", row)
+            by_model = {(r["length"], r["model"]): r for r in rows}
+            for r in rows:
+                base = by_model.get((r["length"], "sasrec"))
+                if base and "train_step_s" in base and "train_step_s" in r:
+                    r["train_ratio_vs_sasrec"] = r["train_step_s"] / base["train_step_s"]
+                    r["infer_ratio_vs_sasrec"] = r["inference_s"] / base["inference_s"]
+            path = write_results(name, {"device": str(device), "n_items": n_items, "rows": rows}, args.out)
+    columns = [
+        "length",
+        "model",
+        "train_step_s",
+        "inference_s",
+        "activation_mb",
+        "stream_update_s",
+        "train_ratio_vs_sasrec",
+        "infer_ratio_vs_sasrec",
+    ]
+    if device.type == "cuda":
+        columns.append("peak_gpu_mb")
+    print_table(rows, columns, title=f"sequential scaling on {device} (batch {args.batch_size}, {n_items} items)")
+    print(f"wrote {path}")
+    print(f"wrote {plot_scaling(rows, path.with_suffix('.png'))}")
+    return 0
+
+
+def plot_scaling(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Log-log plot of training step time, inference latency and streaming update time vs length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("train_step_s", "training step (s)"),
+        ("inference_s", "inference (s)"),
+        ("stream_update_s", "stream update (s)"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.8))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for index, model in enumerate(models):
+            points = [(r["length"], r[key]) for r in rows if r["model"] == model and key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=model, color=f"C{index}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length")
+        ax.set_title(label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- the sink diagnostic ---------------------------------------------------------------------------------------
+def planted_repetition_dataset(n_users: int, n_items: int, length: int, seed: int):
+    """Sequences mixing planted repetition (a user's 3 favourite items recur in bursts) with planted
+    transitions (i -> i + 1); the next item after a transition is predictable, the bursts are a sink."""
+    from recsys.data import InteractionDataset
+
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for user in range(n_users):
+        favourites = rng.choice(n_items, size=3, replace=False)
+        item = int(rng.integers(n_items))
+        t = 0.0
+        for _ in range(length):
+            if rng.random() < 0.5:
+                current = int(rng.choice(favourites))
+                t += 60.0  # repeats come in quick bursts
+            else:
+                item = (item + 1) % n_items
+                current = item
+                t += 86400.0
+            users.append(user)
+            items.append(current)
+            times.append(t)
+    return InteractionDataset.from_raw("planted", users, items, timestamps=times)
+
+
+@torch.no_grad()
+def sink_share(model: Any, history: Any, top_k: int = 3) -> dict[str, float]:
+    """Share of the final delta-rule state's energy along the user's most repeated items' key directions,
+    and the readout bias: mean score rank percentile of the user's repeated items in the next prediction."""
+    from recsys.models.sequential import build_user_sequences
+
+    model.eval()
+    seq = build_user_sequences(history, model.config.time_unit)
+    shares, ranks = [], []
+    for user in range(min(history.n_users, 200)):
+        events = seq.of(user)
+        if events.size < 5:
+            continue
+        state = model.stream_init(1)
+        gaps = seq.gaps[seq.indptr[user] : seq.indptr[user + 1]]
+        for item, gap in zip(events.tolist(), gaps.tolist(), strict=True):
+            hidden, state = model.stream_step(state, torch.tensor([item + 1]), torch.tensor([gap]))
+        counts = np.bincount(events, minlength=model.n_items)
+        repeated = np.argsort(-counts)[:top_k]
+        first_layer = state[0]
+        mixer = model.mixers[0] if hasattr(model, "mixers") else model._block(0).mixer
+        S = first_layer["state"][0]  # [H, K, V]
+        emb = model.item_embedding.weight[torch.as_tensor(repeated) + 1]
+        # key directions of the repeated items (without the conv context: the item's own projection)
+        keys = torch.nn.functional.normalize(
+            mixer.qkv_proj(emb).view(len(repeated), 3, mixer.n_heads, mixer.head_dim)[:, 1], dim=-1
+        )  # [k, H, K]
+        energy = S.pow(2).sum()
+        basis = torch.linalg.qr(keys.permute(1, 2, 0)).Q  # [H, K, k]
+        aligned = torch.einsum("hkr,hkv->hrv", basis, S).pow(2).sum()
+        shares.append(float(aligned / energy.clamp(min=1e-12)))
+        scores = model.item_logits(hidden)[0]
+        percentile = (scores[None, :] > scores[torch.as_tensor(repeated)][:, None]).float().mean(1)
+        ranks.append(float(1 - percentile.mean()))
+    return {"state_share_repeated": float(np.mean(shares)), "repeated_score_percentile": float(np.mean(ranks))}
+
+
+def sink(args: argparse.Namespace) -> int:
+    from recsys.data import make_split
+
+    if args.preset:  # real data
+        split = prepare_split(build_config(DataConfig, PRESETS[args.preset]["data"]))
+        source = args.preset
+    else:
+        split = make_split(planted_repetition_dataset(args.users, 60, args.length, seed=0), "loo")
+        source = "planted repetition + transitions (synthetic)"
+    rows = []
+    for variant in args.models:
+        model_name, options = VARIANTS[variant]
+        torch.manual_seed(0)
+        config = build_config(TrainConfig, {"epochs": args.epochs, "batch_size": 64, "lr": 3e-3, "patience": 0})
+        max_len = PRESETS[args.preset]["max_len"] if args.preset else args.length
+        model = build_model(model_name, split.train.n_users, split.train.n_items, {**options, "max_len": max_len})
+        result = Trainer(model, split, config, progress=False).fit()
+        row = {"data": source, "model": variant, **{m: result.get(m) for m in METRICS}}
+        row.update(sink_share(model, split.train))
+        rows.append(row)
+        logger.info("%s", row)
+    columns = ["model", "hr@10", "ndcg@10", "state_share_repeated", "repeated_score_percentile"]
+    print_table(rows, columns, title=f"semantic state sink on {source}")
+    payload = {"data": source, "rows": rows, "users": args.users, "length": args.length, "epochs": args.epochs}
+    path = write_results(_result_name("sink", args.tag), payload, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    common.add_argument("--tag", help="suffix of the result file name (e.g. the machine: cpu, h200)")
+    common.add_argument("--out", help="result JSON path (default benchmarks/results/sequential_<kind>_<tag>.json)")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    q = sub.add_parser("quality", parents=[common], help="HR/NDCG@10/20 per model and preset, anchors beside")
+    q.add_argument(
+        "--presets", nargs="+", default=["ml-1m-recbole", "ml-1m-hstu", "beauty", "sports"], choices=sorted(PRESETS)
+    )
+    q.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    q.add_argument("--data-dir")
+    for key, kind in (
+        ("epochs", int),
+        ("patience", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("max-minutes", float),
+        ("eval-every", int),
+    ):
+        q.add_argument(f"--{key}", type=kind)
+    s = sub.add_parser(
+        "scaling", parents=[common], help="train step time, inference latency and memory vs sequence length"
+    )
+    s.add_argument("--lengths", nargs="+", type=int, default=[50, 100, 200, 400, 800, 1600, 4096])
+    s.add_argument("--models", nargs="+", default=["sasrec", "gdn", "sinkrec"], choices=list(VARIANTS))
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--n-items", type=int, default=3000)
+    s.add_argument("--repeats", type=int, default=2)
+    k = sub.add_parser(
+        "sink", parents=[common], help="state share of repeated patterns: GDN vs SinkRec on planted data"
+    )
+    k.add_argument("--models", nargs="+", default=["gdn", "sinkrec"], choices=list(VARIANTS))
+    k.add_argument("--preset", choices=sorted(PRESETS), help="real data instead of the synthetic planted set")
+    k.add_argument("--users", type=int, default=300)
+    k.add_argument("--length", type=int, default=50)
+    k.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return {"quality": quality, "scaling": scaling, "sink": sink}[args.kind](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

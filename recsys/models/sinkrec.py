@@ -1,0 +1,367 @@
+"""SinkRec: a memory-conditioned, temporal-aware gated DeltaNet for long sequences (Zhuang et al.,
+arXiv 2606.09888, "Mitigating Semantic State Sink in Long Sequence Recommendation"). No public code; this
+is our implementation from the abstract and the issue's description. Linear time, constant-size state.
+
+Each loop (``n_loops``, shared or per-loop weights) runs three steps on the token stream x [B, T, D]:
+
+1. Conditional memory (RVQ). The local pattern of event t is the mean of the last ``memory_window``
+   normalised tokens (t included) joined with the time-gap feature, projected to z_t. A stack of
+   ``n_codebooks`` codebooks quantises z_t residually (greedy nearest code per level); straight-through
+   gradients, codebook loss ||sg(r) - c||^2 per level plus ``commitment_weight`` * ||z - sg(z_q)||^2, and a
+   dead-code guard (codes whose EMA usage falls under ``dead_code_threshold`` of the uniform rate are reset
+   to residuals drawn from the current batch). The retrieved code z_q is re-injected into the stream
+   (x <- x + W_r z_q, switch ``reinject``) and mapped to a memory key m_k and value m_v per head.
+2. TDGD (temporal-aware, state-relation, differential gated DeltaNet), on GatedDeltaLayer's projections:
+   * temporal gates (``temporal_gates``): the decay and write pre-activations get a learned per-head term
+     in phi(gap) = log1p(gap / time_unit), so decay and writing depend on the time since the last event;
+   * write suppression (``write_suppression``): beta_t <- beta_t * (1 - lambda_w * relu(cos(v_t, m_v_t))):
+     where the memory already holds what would be written, the state writes less (lambda_w in (0, 1),
+     learned per head);
+   * differential readout (``readout_purification``): o_t <- o_t - lambda_r <o_t, u_t> u_t with
+     u_t = m_v_t / |m_v_t|, removing the memory-aligned part of what the state reads (lambda_r learned);
+   * the memory key-value pairs are exposed to the block: o_t += softmax_j(tau <q_t, m_k_j>) m_v_j over the
+     last ``memory_window`` events j <= t (a local window: linear time, and a bounded ring buffer when
+     streaming).
+3. A feed-forward net. Residual connections and pre-norm throughout; a final LayerNorm; tied item embeddings.
+
+Choices the paper leaves open (ours, each a config field): the local pattern (window mean + time, window 8),
+3 codebooks of 256 codes, the cosine relation and the projection form of the purification, the additive
+time terms, 2 loops with shared weights. Ablations: ``use_memory=False`` (TDGD with temporal gates only),
+``reinject=False``, ``write_suppression=False``, ``readout_purification=False``, ``temporal_gates=False``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys.models import register
+from recsys.models.delta_rule import GatedDeltaLayer
+from recsys.models.gdn import FeedForward
+from recsys.models.sequential import PAD, SequentialRecommender
+
+
+@dataclasses.dataclass
+class SinkRecConfig:
+    """SinkRec hyper-parameters (our defaults where the paper is open; sized for ml-100k on a CPU)."""
+
+    hidden_dim: int = 64
+    n_heads: int = 2
+    n_loops: int = 2
+    shared_loop_weights: bool = True
+    conv_size: int = 4
+    ffn_mult: int = 2
+    dropout: float = 0.2
+    chunk_size: int = 64
+    # conditional memory
+    use_memory: bool = True
+    memory_window: int = 8
+    n_codebooks: int = 3
+    codebook_size: int = 256
+    commitment_weight: float = 0.25
+    memory_loss_weight: float = 1.0
+    dead_code_threshold: float = 0.03  # a code is dead when its EMA usage < this fraction of the uniform rate
+    usage_decay: float = 0.99
+    reinject: bool = True
+    # TDGD
+    write_suppression: bool = True
+    readout_purification: bool = True
+    temporal_gates: bool = True
+    # data
+    max_len: int = 50
+    loss: str = "ce"
+    n_neg: int = 1
+    train_windows: str = "all"
+    time_unit: float = 86400.0  # seconds per unit of the time-gap feature log1p(gap / time_unit)
+
+
+class ResidualVQ(nn.Module):
+    """Residual vector quantisation with straight-through gradients, commitment loss and dead-code revival."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_codebooks: int,
+        codebook_size: int,
+        commitment_weight: float = 0.25,
+        dead_code_threshold: float = 0.03,
+        usage_decay: float = 0.99,
+    ) -> None:
+        super().__init__()
+        self.codebooks = nn.Parameter(torch.randn(n_codebooks, codebook_size, dim) * dim**-0.5)
+        self.commitment_weight = commitment_weight
+        self.dead_code_threshold = dead_code_threshold
+        self.usage_decay = usage_decay
+        self.register_buffer("usage", torch.ones(n_codebooks, codebook_size))  # EMA, 1 = uniform rate
+        self.revived = 0  # codes reset so far (a diagnostic)
+
+    @torch.no_grad()
+    def _nearest(self, residual: torch.Tensor, level: int) -> torch.Tensor:
+        book = self.codebooks[level]
+        dist = residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ book.T + book.pow(2).sum(-1)
+        return dist.argmin(-1)
+
+    def quantize(self, z: torch.Tensor, n_levels: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(sum of the chosen codes, codes per level) for z [N, dim], without losses or updates."""
+        residual = z.detach()
+        total = torch.zeros_like(residual)
+        codes = []
+        for level in range(n_levels or self.codebooks.shape[0]):
+            idx = self._nearest(residual, level)
+            chosen = self.codebooks[level][idx]
+            total = total + chosen
+            residual = residual - chosen.detach()
+            codes.append(idx)
+        return total, codes
+
+    @torch.no_grad()
+    def init_from(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Data initialisation: each level's codes are random residuals of ``z`` at that level."""
+        residual = z.detach().reshape(-1, z.shape[-1])
+        for level in range(self.codebooks.shape[0]):
+            pick = torch.randint(0, residual.shape[0], (self.codebooks.shape[1],), generator=generator)
+            self.codebooks.data[level] = residual[pick.to(residual.device)]
+            residual = residual - self.codebooks[level][self._nearest(residual, level)]
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(straight-through quantised z, loss) for z [..., dim]; ``mask`` marks the real (non-pad) rows."""
+        shape = z.shape
+        flat = z.reshape(-1, shape[-1])
+        keep = torch.ones(flat.shape[0], dtype=torch.bool, device=z.device) if mask is None else mask.reshape(-1)
+        residual = flat.detach()
+        total = torch.zeros_like(flat)
+        codebook_loss = flat.new_zeros(())
+        residuals, codes = [], []
+        for level in range(self.codebooks.shape[0]):
+            idx = self._nearest(residual, level)
+            chosen = self.codebooks[level][idx]
+            if keep.any():
+                codebook_loss = codebook_loss + F.mse_loss(chosen[keep], residual[keep])
+            residuals.append(residual)
+            codes.append(idx)
+            total = total + chosen
+            residual = residual - chosen.detach()
+        commitment = F.mse_loss(flat[keep], total[keep].detach()) if keep.any() else flat.new_zeros(())
+        loss = codebook_loss + self.commitment_weight * commitment
+        if self.training and keep.any():
+            self._track_usage(codes, residuals, keep)
+        quantized = flat + (total - flat).detach()  # straight-through
+        return quantized.reshape(shape), loss
+
+    @torch.no_grad()
+    def _track_usage(self, codes: list[torch.Tensor], residuals: list[torch.Tensor], keep: torch.Tensor) -> None:
+        size = self.codebooks.shape[1]
+        n = int(keep.sum())
+        for level, (idx, residual) in enumerate(zip(codes, residuals, strict=True)):
+            rate = torch.bincount(idx[keep], minlength=size).float() * size / n
+            self.usage[level].mul_(self.usage_decay).add_(rate, alpha=1 - self.usage_decay)
+            dead = torch.nonzero(self.usage[level] < self.dead_code_threshold).flatten()
+            if dead.numel():
+                pool = residual[keep]
+                # deterministic given the batch: take evenly spaced residuals (no global RNG draw)
+                pick = torch.linspace(0, pool.shape[0] - 1, dead.numel(), device=pool.device).long()
+                self.codebooks.data[level, dead] = pool[pick]
+                self.usage[level, dead] = 1.0
+                self.revived += int(dead.numel())
+
+
+def _windows(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Causal sliding windows over time: [B, T, ...] -> [B, T, width, ...] (zeros before the start)."""
+    padded = F.pad(x, (0, 0) * (x.dim() - 2) + (width - 1, 0))
+    return padded.unfold(1, width, 1).movedim(-1, 2)
+
+
+def _window_valid(steps: torch.Tensor, width: int) -> torch.Tensor:
+    """[T, width] mask: window slot j of step t holds event t - width + 1 + j, real when that is >= 0."""
+    return torch.arange(width, device=steps.device)[None, :] >= (width - 1 - steps)[:, None]
+
+
+class ConditionalMemory(nn.Module):
+    """Local pattern -> RVQ code -> (re-injection, memory key and value per head)."""
+
+    def __init__(self, cfg: SinkRecConfig, head_dim: int) -> None:
+        super().__init__()
+        dim = cfg.hidden_dim
+        self.cfg = cfg
+        self.head_dim = head_dim
+        self.norm = nn.LayerNorm(dim)
+        self.time_proj = nn.Linear(1, dim)
+        self.to_pattern = nn.Linear(2 * dim, dim)
+        self.rvq = ResidualVQ(
+            dim, cfg.n_codebooks, cfg.codebook_size, cfg.commitment_weight, cfg.dead_code_threshold, cfg.usage_decay
+        )
+        self.reinject = nn.Linear(dim, dim) if cfg.reinject else None
+        self.key = nn.Linear(dim, cfg.n_heads * head_dim)
+        self.value = nn.Linear(dim, cfg.n_heads * head_dim)
+
+    def pattern(self, x: torch.Tensor, gaps: torch.Tensor, window: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """z_t from the normalised window [B, T, w, D] ending at t and the gap feature."""
+        count = torch.clamp(steps + 1, max=self.cfg.memory_window).to(x.dtype)  # [T]
+        mean = window.sum(2) / count[None, :, None]
+        return self.to_pattern(torch.cat([mean, self.time_proj(gaps.unsqueeze(-1))], dim=-1))
+
+    def forward(self, x, gaps, mask, cache=None):
+        """(x with re-injected codes, m_k [B, T, H, d], m_v [B, T, H, d], loss, new window cache)."""
+        batch, length, _ = x.shape
+        w = self.cfg.memory_window
+        h = self.norm(x)
+        if cache is None:
+            steps = torch.arange(length, device=x.device)
+            window = _windows(h, w)
+            new_cache = None
+        else:  # one step: the ring buffer holds the last w - 1 normalised tokens
+            steps = cache["t"].view(1)
+            window = torch.cat([cache["tokens"], h], dim=1).unsqueeze(1)
+            new_cache = {"tokens": window[:, 0, 1:], "t": cache["t"] + 1}
+        z = self.pattern(h, gaps, window, steps)
+        z_q, loss = self.rvq(z, mask)
+        if self.reinject is not None:
+            x = x + self.reinject(z_q)
+        heads = self.cfg.n_heads
+        m_k = F.normalize(self.key(z_q).view(batch, length, heads, self.head_dim), dim=-1)
+        m_v = self.value(z_q).view(batch, length, heads, self.head_dim)
+        return x, m_k, m_v, loss, new_cache
+
+
+class TDGDBlock(nn.Module):
+    """Temporal-aware, state-relation, differential gated DeltaNet mixer plus its feed-forward net."""
+
+    def __init__(self, cfg: SinkRecConfig) -> None:
+        super().__init__()
+        dim = cfg.hidden_dim
+        self.cfg = cfg
+        self.norm = nn.LayerNorm(dim)
+        self.mixer = GatedDeltaLayer(dim, cfg.n_heads, conv_size=cfg.conv_size, chunk_size=cfg.chunk_size)
+        heads = cfg.n_heads
+        self.memory = ConditionalMemory(cfg, self.mixer.head_dim) if cfg.use_memory else None
+        if cfg.temporal_gates:  # start as plain GDN: the time terms begin at zero
+            self.time_decay = nn.Parameter(torch.zeros(heads))
+            self.time_write = nn.Parameter(torch.zeros(heads))
+        self.suppress_logit = nn.Parameter(torch.zeros(heads))  # lambda_w = sigmoid(.)
+        self.purify_logit = nn.Parameter(torch.zeros(heads))  # lambda_r = sigmoid(.)
+        self.memory_temperature = nn.Parameter(torch.tensor(float(self.mixer.head_dim) ** 0.5))
+        self.ffn = FeedForward(dim, cfg.ffn_mult, cfg.dropout)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def memory_readout(self, q, m_k, m_v, steps, cache=None):
+        """Attention of q_t over the memory pairs of the last ``memory_window`` events; (out, new cache)."""
+        w = self.cfg.memory_window
+        if cache is None:
+            keys, values, new_cache = _windows(m_k, w), _windows(m_v, w), None
+        else:
+            keys = torch.cat([cache["keys"], m_k], dim=1).unsqueeze(1)
+            values = torch.cat([cache["values"], m_v], dim=1).unsqueeze(1)
+            new_cache = {"keys": keys[:, 0, 1:], "values": values[:, 0, 1:]}
+        scores = torch.einsum("bthd,btjhd->bthj", q, keys) * self.memory_temperature
+        valid = _window_valid(steps, w)[None, :, None, :]
+        weights = scores.masked_fill(~valid, float("-inf")).softmax(-1)
+        return torch.einsum("bthj,btjhd->bthd", weights, values), new_cache
+
+    def forward(self, x, gaps, mask, cache=None):
+        """One loop: memory, TDGD, FFN. ``cache`` (streaming) holds the state and the ring buffers."""
+        cfg = self.cfg
+        new_cache: dict[str, Any] = {}
+        loss = x.new_zeros(())
+        m_k = m_v = None
+        steps = torch.arange(x.shape[1], device=x.device) if cache is None else cache["t"].view(1)
+        if self.memory is not None:
+            x, m_k, m_v, loss, mem_cache = self.memory(x, gaps, mask, None if cache is None else cache["memory"])
+            if mem_cache is not None:
+                new_cache["memory"] = mem_cache
+        y = self.norm(x)
+        q, k, v, conv = self.mixer.project(y, None if cache is None else cache.get("conv"))
+        a, b = self.mixer.gate_inputs(y)
+        if cfg.temporal_gates:
+            phi = gaps.unsqueeze(-1).to(a.dtype)
+            a = a + phi * self.time_decay
+            b = b + phi * self.time_write
+        g, beta = self.mixer.gates(a, b)
+        if m_v is not None and cfg.write_suppression:
+            relation = (F.normalize(v, dim=-1) * F.normalize(m_v, dim=-1)).sum(-1)  # [B, T, H]
+            beta = beta * (1 - torch.sigmoid(self.suppress_logit) * F.relu(relation))
+        o, state = self.mixer.mix(q, k, v, g, beta, None if cache is None else cache["state"])
+        if m_v is not None:
+            if cfg.readout_purification:
+                u = F.normalize(m_v.float(), dim=-1)
+                o = o - torch.sigmoid(self.purify_logit)[:, None] * (o * u).sum(-1, keepdim=True) * u
+            read, mem_kv = self.memory_readout(q, m_k, m_v, steps, None if cache is None else cache["memory_kv"])
+            o = o + read
+            if mem_kv is not None:
+                new_cache["memory_kv"] = mem_kv
+        x = x + self.dropout(self.mixer.output(o, y))
+        x = x + self.dropout(self.ffn(x))
+        if cache is not None:
+            new_cache.update(state=state, t=cache["t"] + 1)
+            if conv is not None:
+                new_cache["conv"] = conv
+        return x, loss, new_cache
+
+    def init_cache(self, batch_size: int, device: torch.device) -> dict[str, Any]:
+        """Empty streaming cache: delta-rule state, conv inputs and the memory ring buffers (window - 1)."""
+        cfg = self.cfg
+        base = self.mixer.init_cache(batch_size, device)
+        cache: dict[str, Any] = {"state": base["state"], "t": torch.zeros((), dtype=torch.long, device=device)}
+        if "conv" in base:
+            cache["conv"] = base["conv"]
+        if self.memory is not None:
+            w, heads, d = cfg.memory_window, cfg.n_heads, self.mixer.head_dim
+            cache["memory"] = {
+                "tokens": torch.zeros(batch_size, w - 1, cfg.hidden_dim, device=device),
+                "t": cache["t"],
+            }
+            cache["memory_kv"] = {
+                "keys": torch.zeros(batch_size, w - 1, heads, d, device=device),
+                "values": torch.zeros(batch_size, w - 1, heads, d, device=device),
+            }
+        return cache
+
+
+@register("sinkrec")
+class SinkRec(SequentialRecommender):
+    """Looped [conditional memory -> TDGD -> FFN] blocks over item embeddings; score = <hidden_t, E[j]>."""
+
+    Config = SinkRecConfig
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 128, "epochs": 200, "patience": 10}
+
+    def __init__(self, config: SinkRecConfig, n_users: int, n_items: int) -> None:
+        super().__init__(config, n_users, n_items)
+        if config.memory_window < 1 or config.n_loops < 1 or config.n_codebooks < 1:
+            raise ValueError("sinkrec: memory_window, n_loops and n_codebooks must be >= 1")
+        dim = config.hidden_dim
+        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(config.dropout)
+        n_blocks = 1 if config.shared_loop_weights else config.n_loops
+        self.blocks = nn.ModuleList(TDGDBlock(config) for _ in range(n_blocks))
+        self.final_norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.item_embedding.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[PAD].zero_()
+
+    def _block(self, loop: int) -> TDGDBlock:
+        return self.blocks[0 if self.config.shared_loop_weights else loop]
+
+    def encode(self, items: torch.Tensor, gaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.dropout(self.item_embedding(items))
+        mask = items != PAD
+        aux = x.new_zeros(())
+        for loop in range(self.config.n_loops):
+            x, loss, _ = self._block(loop)(x, gaps, mask)
+            aux = aux + loss
+        return self.final_norm(x), self.config.memory_loss_weight * aux / self.config.n_loops
+
+    def stream_init(self, batch_size: int = 1) -> list[dict[str, Any]]:
+        device = self.item_embedding.weight.device
+        return [self._block(loop).init_cache(batch_size, device) for loop in range(self.config.n_loops)]
+
+    def stream_step(self, state, items: torch.Tensor, gaps: torch.Tensor):
+        x = self.item_embedding(items).unsqueeze(1)
+        gaps = gaps.view(-1, 1)
+        new_state = []
+        for loop in range(self.config.n_loops):
+            x, _, cache = self._block(loop)(x, gaps, None, state[loop])
+            new_state.append(cache)
+        return self.final_norm(x)[:, 0], new_state

@@ -1,0 +1,242 @@
+"""Sequential models end to end: sequence data without leakage, learning a planted pattern, ablations,
+save/load, the S3-Rec/SASRec loaders and the min_rating filter."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.data import InteractionDataset, load_dataset, make_split
+from recsys.models import Recommender, build_model
+from recsys.models.sequential import SequenceTrainDataset, build_user_sequences, pad_last
+from recsys.train import DataConfig, TrainConfig, Trainer, prepare_split, train_from_args
+
+SMALL = {
+    "sasrec": {"hidden_dim": 32, "max_len": 20, "dropout": 0.1},
+    "gru4rec": {"embedding_dim": 32, "hidden_dim": 32, "max_len": 20, "dropout": 0.1},
+    "gdn": {"hidden_dim": 32, "max_len": 20, "dropout": 0.1, "n_layers": 1},
+    "sinkrec": {"hidden_dim": 32, "max_len": 20, "dropout": 0.1, "codebook_size": 32, "memory_window": 4},
+}
+ABLATIONS = [
+    {"use_memory": False},
+    {"reinject": False},
+    {"write_suppression": False},
+    {"readout_purification": False},
+    {"temporal_gates": False},
+    {"shared_loop_weights": False},
+]
+
+
+def markov_dataset(n_users: int = 120, n_items: int = 30, length: int = 12, seed: int = 0) -> InteractionDataset:
+    """Each user walks i -> i + 1 (mod n_items) with probability 0.9, else jumps to a random item; the start
+    is uniform, so popularity is flat and only the order of events predicts the next one."""
+    rng = np.random.default_rng(seed)
+    users, items, times = [], [], []
+    for user in range(n_users):
+        item = int(rng.integers(n_items))
+        t = 1_000_000.0 + 1000 * user
+        for _ in range(length):
+            users.append(f"u{user}")
+            items.append(f"i{item}")
+            times.append(t)
+            t += float(rng.integers(60, 86400))
+            item = (item + 1) % n_items if rng.random() < 0.9 else int(rng.integers(n_items))
+    order = rng.permutation(len(users))  # rows out of time order: the models must sort by timestamp
+    return InteractionDataset.from_raw(
+        "markov", np.array(users)[order], np.array(items)[order], timestamps=np.array(times)[order]
+    )
+
+
+@pytest.fixture(scope="module")
+def markov_split():
+    return make_split(markov_dataset(), "loo")
+
+
+def _fit(name: str, split, overrides: dict | None = None, epochs: int = 25) -> dict:
+    torch.manual_seed(0)
+    model = build_model(name, split.train.n_users, split.train.n_items, {**SMALL.get(name, {}), **(overrides or {})})
+    config = TrainConfig(epochs=epochs, batch_size=32, lr=5e-3, patience=0, eval_every=epochs, seed=0)
+    return Trainer(model, split, config, progress=False).fit()
+
+
+# -- sequence data -------------------------------------------------------------------------------------
+def test_user_sequences_are_time_ordered_with_gap_features():
+    data = InteractionDataset.from_raw("d", ["a", "a", "b", "a"], ["x", "y", "z", "w"], timestamps=[30, 10, 5, 10])
+    seq = build_user_sequences(data, time_unit=10.0)
+    a = data.user_map.to_index("a")
+    names = [data.item_map.to_raw(i) for i in seq.of(a)]
+    assert names == ["y", "w", "x"]  # by time; the tie (10, 10) keeps row order
+    start = seq.indptr[a]
+    assert np.allclose(seq.gaps[start : start + 3], [0.0, 0.0, np.log1p(2.0)])
+    no_time = dataclasses.replace(data, timestamps=None)
+    seq = build_user_sequences(no_time)
+    assert [no_time.item_map.to_raw(i) for i in seq.of(a)] == ["x", "y", "w"]  # row order
+
+
+def test_pad_last_right_pads_and_truncates_to_the_most_recent():
+    data = InteractionDataset.from_raw("d", ["a"] * 5 + ["b"], [*list("pqrst"), "p"], timestamps=[1, 2, 3, 4, 5, 1])
+    seq = build_user_sequences(data)
+    items, _, lengths = pad_last(seq, np.array([0, 1]), max_len=3)
+    assert lengths.tolist() == [3, 1]
+    assert items[0].tolist() == [3, 4, 5]  # items r, s, t (indices 2, 3, 4) shifted by one
+    assert items[1].tolist() == [1, 0, 0]  # right padding with 0
+
+
+def test_training_windows_cover_every_transition_once_and_negatives_avoid_targets():
+    data = markov_dataset(n_users=5, length=23)
+    seq = build_user_sequences(data)
+    dataset = SequenceTrainDataset(seq, data.n_items, max_len=10, n_neg=3, seed=1)
+    batch = dataset.__getitems__(list(range(len(dataset))))
+    pairs = batch["targets"] != 0
+    assert int(pairs.sum()) == 5 * 22  # every (input, next item) pair of every user, exactly once
+    assert batch["items"].shape[1] == 10
+    assert not (batch["neg_items"] == batch["targets"][..., None])[pairs].any()
+    again = dataset.__getitems__(list(range(len(dataset))))
+    assert torch.equal(again["neg_items"], batch["neg_items"])  # seeded
+    last = SequenceTrainDataset(seq, data.n_items, max_len=10, windows="last")
+    assert len(last) == 5
+
+
+def test_no_leakage_scoring_sequences_end_before_the_target(markov_split):
+    split = markov_split
+    model = build_model("sasrec", split.train.n_users, split.train.n_items, SMALL["sasrec"])
+    trainer = Trainer(model, split, TrainConfig(epochs=1), progress=False)
+    train_targets = model.train_dataset(split.train)
+    assert len(train_targets) > 0
+    valid_item = {int(u): int(i) for u, i in zip(split.valid.users, split.valid.items, strict=True)}
+    test_item = {int(u): int(i) for u, i in zip(split.test.users, split.test.items, strict=True)}
+    model.set_eval_history(trainer.eval_history("valid"))
+    items, _, lengths = model._eval
+    for user in list(valid_item)[:40]:
+        seq = items[user, : lengths[user]].tolist()
+        expected = build_user_sequences(split.train).of(user)[-20:] + 1
+        assert seq == expected.tolist()  # the train events only, in time order
+    model.set_eval_history(trainer.eval_history("test"))
+    items, _, lengths = model._eval
+    for user in list(test_item)[:40]:
+        seq = items[user, : lengths[user]].tolist()
+        assert seq[-1] == valid_item[user] + 1  # before test, the valid event is the last one seen
+    # training windows come only from the train part: no valid or test event is a training target
+    train_batch = train_targets.__getitems__(list(range(len(train_targets))))
+    assert int((train_batch["targets"] != 0).sum()) == split.train.n_interactions - np.count_nonzero(
+        np.bincount(split.train.users, minlength=split.train.n_users)
+    )
+
+
+# -- learning ----------------------------------------------------------------------------------------------
+def test_each_model_beats_popularity_on_a_planted_sequential_pattern(markov_split):
+    pop = Trainer(
+        build_model("pop", markov_split.train.n_users, markov_split.train.n_items),
+        markov_split,
+        TrainConfig(),
+        progress=False,
+    ).fit()
+    for name in ("sasrec", "gru4rec", "gdn", "sinkrec"):
+        result = _fit(name, markov_split)
+        assert result["n_users"] == pop["n_users"] == 120
+        assert result["hr@10"] > pop["hr@10"] + 0.3, (name, result["hr@10"], pop["hr@10"])
+
+
+@pytest.mark.parametrize("switch", ABLATIONS, ids=lambda d: next(iter(d)))
+def test_sinkrec_ablations_build_and_train_a_step(markov_split, switch):
+    split = markov_split
+    torch.manual_seed(0)
+    model = build_model("sinkrec", split.train.n_users, split.train.n_items, {**SMALL["sinkrec"], **switch})
+    data = model.train_dataset(split.train)
+    batch = data.__getitems__(list(range(16)))
+    loss = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.set_eval_history(split.train)
+    assert model.score(torch.arange(4)).shape == (4, split.train.n_items)
+    if switch == {"use_memory": False}:
+        assert not any("memory" in name for name, _ in model.named_modules() if name.endswith("memory"))
+
+
+@pytest.mark.parametrize("loss", ["bce", "bpr"])
+def test_sampled_losses_train(markov_split, loss):
+    model = build_model("gdn", markov_split.train.n_users, markov_split.train.n_items, {**SMALL["gdn"], "loss": loss})
+    batch = model.train_dataset(markov_split.train).__getitems__(list(range(8)))
+    assert batch["neg_items"].shape[-1] == 1 and torch.isfinite(model.loss(batch))
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "gdn", "sinkrec"])
+def test_save_load_round_trip(tmp_path, markov_split, name):
+    split = markov_split
+    model = build_model(name, split.train.n_users, split.train.n_items, SMALL[name]).eval()
+    model.set_eval_history(split.train)
+    scores = model.score(torch.arange(10))
+    model.save_pretrained(tmp_path / name)
+    again = Recommender.from_pretrained(tmp_path / name).eval()
+    again.set_eval_history(split.train)
+    assert type(again) is type(model) and again.config == model.config
+    assert torch.allclose(again.score(torch.arange(10)), scores, atol=1e-6)
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+def test_sequence_files_load_in_order_and_split_by_order(tmp_path):
+    s3rec = tmp_path / "Tiny_Category.txt"
+    s3rec.write_text("1 1 2 3 4\n2 5 1 6\n3 2 7 8 9 10\n")
+    data = load_dataset(s3rec)
+    assert (data.n_users, data.n_items, data.n_interactions) == (3, 10, 12)
+    assert data.timestamps is None
+    split = make_split(data, "loo")
+    assert split.protocol == "leave_one_out_by_order"
+    last = {
+        data.user_map.to_raw(u): data.item_map.to_raw(i)
+        for u, i in zip(split.test.users, split.test.items, strict=False)
+    }
+    assert last == {"1": "4", "2": "6", "3": "10"}
+    pairs = tmp_path / "Video.txt"
+    pairs.write_text("1 5\n1 6\n2 5\n1 7\n2 8\n")
+    data = load_dataset(pairs)
+    split = make_split(data, "loo")
+    last = {
+        data.user_map.to_raw(u): data.item_map.to_raw(i)
+        for u, i in zip(split.test.users, split.test.items, strict=False)
+    }
+    assert last == {"1": "7", "2": "8"}
+    result = train_from_args(
+        [
+            "--model",
+            "gru4rec",
+            "--dataset",
+            str(s3rec),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--embedding_dim",
+            "8",
+            "--hidden_dim",
+            "8",
+        ]
+    )
+    assert result["n_users"] == 3 and result["protocol"] == "leave_one_out_by_order"
+
+
+@pytest.mark.parametrize(
+    "name,users,items,rows",
+    [("beauty", 22363, 12101, 198502), ("sports", 35598, 18357, 296337), ("video-games", 31013, 23715, 287107)],
+)
+def test_real_sequence_files(shared_data, name, users, items, rows):
+    folder = "sasrec_video_games" if name == "video-games" else "amazon_s3rec"
+    if not (shared_data / folder).is_dir():
+        pytest.skip(f"{shared_data / folder} is absent (the shared data folder is not mounted)")
+    data = load_dataset(name)
+    assert (data.n_users, data.n_items, data.n_interactions) == (users, items, rows)
+    assert data.timestamps is None
+
+
+def test_min_rating_filter(tmp_path):
+    from synthetic import make_clustered_interactions, write_atomic_inter
+
+    folder = write_atomic_inter(tmp_path, "toy", make_clustered_interactions())
+    full = prepare_split(DataConfig(dataset=str(folder)))
+    kept = prepare_split(DataConfig(dataset=str(folder), min_rating=3))
+    n_full = full.train.n_interactions + full.valid.n_interactions + full.test.n_interactions
+    n_kept = kept.train.n_interactions + kept.valid.n_interactions + kept.test.n_interactions
+    assert 0 < n_kept < n_full
+    assert (kept.train.ratings >= 3).all() and (kept.test.ratings >= 3).all()

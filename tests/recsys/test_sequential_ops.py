@@ -1,0 +1,158 @@
+"""The gated delta rule (naive == recurrent == chunked == step), causality, streaming == batch, and RVQ."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recsys.data import InteractionDataset
+from recsys.models import build_model
+from recsys.models.delta_rule import chunk_gated_delta_rule, gated_delta_rule_step, recurrent_gated_delta_rule
+from recsys.models.sequential import StreamingScorer
+from recsys.models.sinkrec import ResidualVQ
+
+SMALL = {
+    "sasrec": {"hidden_dim": 16, "max_len": 80},
+    "gru4rec": {"embedding_dim": 16, "hidden_dim": 24, "max_len": 80},
+    "gdn": {"hidden_dim": 16, "max_len": 80, "chunk_size": 16},
+    "sinkrec": {"hidden_dim": 16, "max_len": 80, "chunk_size": 16, "codebook_size": 16, "memory_window": 4},
+}
+
+
+def _inputs(batch=2, heads=3, length=45, key_dim=8, value_dim=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = F.normalize(torch.randn(batch, heads, length, key_dim, generator=gen), dim=-1)
+    k = F.normalize(torch.randn(batch, heads, length, key_dim, generator=gen), dim=-1)
+    v = torch.randn(batch, heads, length, value_dim, generator=gen)
+    g = -torch.rand(batch, heads, length, generator=gen)
+    beta = torch.rand(batch, heads, length, generator=gen)
+    return q, k, v, g, beta
+
+
+def _hand_written(q, k, v, g, beta):
+    """The gated delta rule written out per batch, head and step with plain matrices (fla's naive form)."""
+    batch, heads, length, key_dim = q.shape
+    out = torch.zeros(batch, heads, length, v.shape[-1], dtype=torch.float64)
+    for b in range(batch):
+        for h in range(heads):
+            state = torch.zeros(key_dim, v.shape[-1], dtype=torch.float64)
+            for t in range(length):
+                kt, vt, qt = k[b, h, t].double(), v[b, h, t].double(), q[b, h, t].double() / key_dim**0.5
+                state = state * np.exp(float(g[b, h, t]))
+                new_value = float(beta[b, h, t]) * (vt - state.T @ kt)
+                state = state + torch.outer(kt, new_value)
+                out[b, h, t] = state.T @ qt
+    return out
+
+
+def test_recurrence_matches_hand_written_rule():
+    q, k, v, g, beta = _inputs(length=12)
+    ours, _ = recurrent_gated_delta_rule(q, k, v, g, beta)
+    assert torch.allclose(ours.double(), _hand_written(q, k, v, g, beta), atol=1e-5)
+
+
+@pytest.mark.parametrize("length,chunk", [(45, 16), (64, 64), (7, 16), (130, 32)])
+def test_chunked_equals_recurrent(length, chunk):
+    q, k, v, g, beta = _inputs(length=length)
+    start = torch.randn(2, 3, 8, 5, generator=torch.Generator().manual_seed(1))
+    rec, rec_state = recurrent_gated_delta_rule(q, k, v, g, beta, initial_state=start)
+    chu, chu_state = chunk_gated_delta_rule(q, k, v, g, beta, initial_state=start, chunk_size=chunk)
+    assert torch.allclose(rec, chu, atol=1e-5)
+    assert torch.allclose(rec_state, chu_state, atol=1e-5)
+
+
+def test_streaming_step_continues_a_chunked_prefix():
+    q, k, v, g, beta = _inputs(length=40)
+    full, _ = recurrent_gated_delta_rule(q, k, v, g, beta)
+    _, state = chunk_gated_delta_rule(
+        q[:, :, :39], k[:, :, :39], v[:, :, :39], g[:, :, :39], beta[:, :, :39], chunk_size=8
+    )
+    last, _ = gated_delta_rule_step(q[:, :, 39], k[:, :, 39], v[:, :, 39], g[:, :, 39], beta[:, :, 39], state)
+    assert torch.allclose(last, full[:, :, 39], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_causal_a_later_event_never_changes_an_earlier_prediction(name):
+    torch.manual_seed(0)
+    model = build_model(name, 3, 30, SMALL[name]).eval()
+    items = torch.randint(1, 31, (2, 40))
+    gaps = torch.rand(2, 40)
+    hidden, _ = model.encode(items, gaps)
+    changed_items, changed_gaps = items.clone(), gaps.clone()
+    changed_items[:, 25:] = torch.randint(1, 31, (2, 15))
+    changed_gaps[:, 25:] = torch.rand(2, 15) * 5
+    again, _ = model.encode(changed_items, changed_gaps)
+    assert hidden.shape == (2, 40, model.item_embedding.weight.shape[1])
+    assert torch.allclose(hidden[:, :25], again[:, :25], atol=1e-5)
+    assert not torch.allclose(hidden[:, 25:], again[:, 25:], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["gdn", "sinkrec", "gru4rec"])
+def test_streaming_scores_equal_batch_scores(name):
+    torch.manual_seed(0)
+    model = build_model(name, 2, 30, SMALL[name]).eval()
+    rng = np.random.default_rng(0)
+    length = 70  # crosses chunk boundaries and the memory window
+    items = rng.integers(0, 30, size=length)
+    times = np.cumsum(rng.integers(1, 10 * 86400, size=length)).astype(float)
+    history = InteractionDataset.from_raw(
+        "h", ["a"] * length + ["b"], [str(i) for i in items] + ["0"], timestamps=[*times, 0]
+    )
+    # from_raw maps raw ids by first appearance: translate our items to its indices
+    item_index = np.array([history.item_map.to_index(str(i)) for i in items])
+    model.set_eval_history(history)
+    batch_scores = model.score(torch.tensor([0]))[0]
+    stream = StreamingScorer(model)
+    for item, t in zip(item_index, times, strict=True):
+        scores = stream.update("a", int(item), float(t))
+    assert torch.allclose(scores, batch_scores, atol=1e-4)
+    # constant state: the same number of numbers after 70 events as after 1
+    fresh = StreamingScorer(model)
+    fresh.update("a", 0, 0.0)
+    assert _numel(fresh.states["a"]) == _numel(stream.states["a"])
+
+
+def _numel(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel()
+    if isinstance(state, dict):
+        return sum(_numel(v) for v in state.values())
+    return sum(_numel(v) for v in state)
+
+
+def test_sasrec_cannot_stream():
+    model = build_model("sasrec", 2, 10, SMALL["sasrec"])
+    with pytest.raises(NotImplementedError):
+        model.stream_init()
+
+
+def test_rvq_error_falls_with_more_codebooks():
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randn(1000, 8, generator=gen) * torch.linspace(0.2, 2.0, 8)
+    rvq = ResidualVQ(8, n_codebooks=4, codebook_size=16)
+    rvq.init_from(data, generator=gen)
+    optimizer = torch.optim.Adam(rvq.parameters(), lr=1e-2)
+    for _ in range(15):
+        _, loss = rvq(data)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    errors = [float((rvq.quantize(data, n)[0] - data).pow(2).mean().detach()) for n in range(1, 5)]
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
+    assert errors[-1] < 0.5 * errors[0]
+
+
+def test_rvq_straight_through_and_dead_code_revival():
+    rvq = ResidualVQ(4, n_codebooks=1, codebook_size=8, dead_code_threshold=0.6, usage_decay=0.5).train()
+    with torch.no_grad():
+        rvq.codebooks[0, 1:] = 100.0  # seven codes far from every input: never chosen
+    z = torch.randn(64, 4, requires_grad=True)
+    quantized, loss = rvq(z)
+    quantized.sum().backward()
+    assert torch.allclose(z.grad, torch.ones_like(z))  # straight-through
+    assert rvq.revived == 7 and float(rvq.codebooks[0, 1:].abs().max()) < 100.0
+    assert torch.isfinite(loss)
