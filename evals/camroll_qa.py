@@ -368,7 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--context-tokens", type=int, default=8000, help="long-context budget (default 8000)")
     parser.add_argument("--store", help="vector store directory or URL (default: <out>/store)")
     parser.add_argument("--embedder", default="minilm", help="minilm (default), hashing, or a folder")
-    parser.add_argument("--visual", default="none", help="visual labels for the memory: none (default) or efficientnet")
+    parser.add_argument(
+        "--visual",
+        default="none",
+        help="visual labels for the memory: none (default), efficientnet, or open_clip:MODEL:WEIGHTS_FILE",
+    )
     parser.add_argument("--judge", help="opt-in LLM judge: a model spec or URL")
     parser.add_argument("--out", default="camroll_qa_out", help="folder for camroll_qa.json and camroll_qa.md")
     parser.add_argument("--quiet", action="store_true")

@@ -266,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--data", help="camera roll folder (default: the demo roll, built on first use)")
         sub.add_argument("--store", help="vector store directory or Chroma server URL (default: the shared store)")
         sub.add_argument("--embedder", default="minilm", help="text embedder: minilm (default), hashing, or a folder")
-        sub.add_argument("--visual", default="efficientnet", help="visual labels: efficientnet (default) or none")
+        sub.add_argument(
+            "--visual",
+            default="efficientnet",
+            help="visual labels: efficientnet (default), none, or open_clip:MODEL:WEIGHTS_FILE (zero-shot)",
+        )
         sub.add_argument("--cache-dir", help="cache folder (default ~/.cache/recagents/camroll)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
         if agent:

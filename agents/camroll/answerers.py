@@ -450,8 +450,12 @@ class LLMAnswerer:
         max_steps: int = 5,
         max_new_tokens: int = 96,
         constrained: bool = False,
+        tool_first: bool = True,
     ) -> None:
         self.model = model
+        # Small models tend to answer from nothing; with tool_first the first action must look at the roll (a
+        # constrained decoder cannot pick "answer" then; a prompted model that answers is asked once to look).
+        self.tool_first = tool_first
         # A local model (with its tokenizer) decodes under the action format; other models are prompted.
         self.actor = ConstrainedJSONChat(model) if constrained and hasattr(model, "tokenizer") else model
         self.user_prefix = f"user{user}"
@@ -487,7 +491,10 @@ class LLMAnswerer:
             messages.append(
                 {"role": "user", "content": 'Answer now: {"action": "answer", "answer": "...", "photo_ids": [...]}'}
             )
-        reply = self.actor.generate(messages, max_new_tokens=self.max_new_tokens, temperature=0.0)
+        options: dict[str, Any] = {}
+        if self.tool_first and not observations and isinstance(self.actor, ConstrainedJSONChat):
+            options["actions"] = tuple(TOOL_ARGS)
+        reply = self.actor.generate(messages, max_new_tokens=self.max_new_tokens, temperature=0.0, **options)
         try:
             action = parse_action(reply)
         except ReplyFormatError as exc:
@@ -495,6 +502,9 @@ class LLMAnswerer:
             if len(observations) >= self.max_steps:
                 return Decision(answer=reply.strip()[:300] or "I don't know.", cited=[])
             return Decision(calls=[{"tool": "__invalid__", "args": {}, "raw": reply, "error": str(exc)}])
+        if "answer" in action and self.tool_first and not observations:
+            error = "look at the camera roll first: call one of the tools before answering"
+            return Decision(calls=[{"tool": "__invalid__", "args": {}, "raw": reply, "error": error}])
         if "answer" in action:
             cited = [pid if "/" in pid else f"{self.user_prefix}/photo/{pid}" for pid in action["photo_ids"]]
             return Decision(answer=action["answer"], cited=cited)
@@ -525,7 +535,7 @@ class ConstrainedJSONChat:
     def _ids(self, text: str) -> list[int]:
         return self.chat.tokenizer(text, add_special_tokens=False).input_ids
 
-    def _choose(self, prompt_ids: list[int]) -> tuple[str, int]:
+    def _choose(self, prompt_ids: list[int], actions: tuple[str, ...]) -> tuple[str, int]:
         """The action whose name (with its closing quote) is most likely after the prompt; (name, tokens read).
 
         The prompt is read once; each option continues from a copy of its key/value cache.
@@ -539,7 +549,7 @@ class ConstrainedJSONChat:
             head = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
             first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
             scores = []
-            for name in self.actions:
+            for name in actions:
                 option = self._ids(name + '"')
                 score = float(first[option[0]])
                 if len(option) > 1:
@@ -552,7 +562,7 @@ class ConstrainedJSONChat:
                     score += sum(float(logprobs[i, t]) for i, t in enumerate(option[1:]))
                 scores.append(score)
         best = max(range(len(scores)), key=lambda i: scores[i])
-        return self.actions[best], len(prompt_ids)
+        return actions[best], len(prompt_ids)
 
     def _continue(self, prompt_ids: list[int], stop: str, max_new_tokens: int) -> tuple[str, int]:
         """Greedy continuation up to (not including) ``stop``; (text, new tokens)."""
@@ -576,11 +586,17 @@ class ConstrainedJSONChat:
         text = tokenizer.decode(new, skip_special_tokens=True)
         return text.split(stop, 1)[0], len(new)
 
-    def generate(self, messages: list[dict[str, str]], max_new_tokens: int = 96, **_: Any) -> str:
-        """One action as a JSON string (see the class docstring)."""
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        max_new_tokens: int = 96,
+        actions: tuple[str, ...] | None = None,
+        **_: Any,
+    ) -> str:
+        """One action as a JSON string (see the class docstring); ``actions`` narrows the choice for this step."""
         prefix = self.chat.render(messages) + '{"action": "'
         prefix_ids = self._ids(prefix)
-        action, read = self._choose(prefix_ids)
+        action, read = self._choose(prefix_ids, actions or self.actions)
         written = 0
         if action == "answer":
             head = prefix + 'answer", "answer": "'

@@ -135,13 +135,60 @@ class ScriptedVisual:
         return [list(self.labels.get(Path(p).name, [])) for p in paths]
 
 
+class OpenClipLabels:
+    """Zero-shot labels from an open_clip model with the user's weights: the vocabulary words closest to the photo.
+
+    The vocabulary defaults to the 1,000 ImageNet class names, each as "a photo of a {name}" (the CLIP paper's
+    prompt). No CLIP weights ship offline, so ``pretrained`` is a local weights file; without one the model is
+    randomly initialised and its labels are meaningless (tests only).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | Path | None = None,
+        vocabulary: Sequence[str] | None = None,
+        top_k: int = 3,
+        batch_size: int = 32,
+    ) -> None:
+        from retrieval.embed import OpenClipEmbedder, imagenet_categories
+
+        self.embedder = OpenClipEmbedder(model_name, pretrained=pretrained, batch_size=batch_size)
+        self.vocabulary = list(vocabulary) if vocabulary is not None else list(imagenet_categories())
+        if not self.vocabulary:
+            raise CamrollDataError("open_clip labels: the vocabulary is empty")
+        self.top_k = top_k
+        self.name = f"{self.embedder.name}-labels"
+        self._text: Any = None
+
+    def describe(self, paths: Sequence[Path]) -> list[list[str]]:
+        from retrieval.errors import EmbedError
+
+        if self._text is None:  # the vocabulary's text embeddings, computed once
+            self._text = self.embedder.embed_texts([f"a photo of a {word}" for word in self.vocabulary])
+        labels: list[list[str]] = []
+        for path in paths:
+            try:
+                image = self.embedder.embed_images([path])[0]
+            except EmbedError as exc:
+                logger.warning("no visual labels for %s (%s)", path, exc)
+                labels.append([])
+                continue
+            best = (self._text @ image).argsort()[::-1][: self.top_k]
+            labels.append([self.vocabulary[i] for i in best])
+        return labels
+
+
 def make_visual(name: str) -> VisualBackend:
-    """``"efficientnet"`` (default, packaged weights) or ``"none"``."""
+    """``"efficientnet"`` (default, packaged weights), ``"none"``, or ``"open_clip:MODEL[:WEIGHTS_FILE]"``."""
     if name in ("none", "off"):
         return NoVisual()
     if name in ("efficientnet", "efficientnet-lite0", "default"):
         return EfficientNetLabels()
-    raise CamrollDataError(f"--visual {name!r}: use efficientnet or none")
+    if name.startswith("open_clip:"):
+        model_name, _, weights = name.removeprefix("open_clip:").partition(":")
+        return OpenClipLabels(model_name or "ViT-B-32", pretrained=weights or None)
+    raise CamrollDataError(f"--visual {name!r}: use efficientnet, none, or open_clip:MODEL:WEIGHTS_FILE")
 
 
 class VisualCache:

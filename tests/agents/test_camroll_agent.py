@@ -317,3 +317,21 @@ def test_eval_runs_an_llm_agent_and_its_baselines(memory: CamrollMemory, roll: P
     assert (
         report["results"]["long_context"]["tokens_per_question"] > report["results"]["flat_rag"]["tokens_per_question"]
     )
+
+
+def test_llm_agent_must_look_at_the_roll_before_answering(memory: CamrollMemory) -> None:
+    """A model that answers from nothing is asked once to call a tool first; its later answer is accepted."""
+    llm = ScriptedLLM([
+        '{"action": "answer", "answer": "pizza", "photo_ids": []}',
+        '{"action": "count", "args": {"what": "photos"}}',
+        '{"action": "answer", "answer": "3", "photo_ids": []}',
+    ])  # fmt: skip
+    tools = CamrollTools(memory, "12")
+    result = ask(build_graph(tools, LLMAnswerer(llm, "12")), "How many photos do I have?", dt.date(2030, 1, 1))
+    assert [c["tool"] for c in tools.calls] == ["count"]
+    assert "call one of the tools" in llm.seen[1][-1]["content"]
+    assert result["answer"] == "3"
+    no_nudge = ScriptedLLM(['{"action": "answer", "answer": "pizza", "photo_ids": []}'])
+    plain = ask(build_graph(CamrollTools(memory, "12"), LLMAnswerer(no_nudge, "12", tool_first=False)), "?",
+                dt.date(2030, 1, 1))  # fmt: skip
+    assert plain["answer"] == "pizza"

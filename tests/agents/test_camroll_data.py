@@ -111,3 +111,24 @@ def test_import_real_camera_files(shared_data: Path, tmp_path: Path) -> None:
     nokia = next(p for p in photos if "Nokia" in p.device)
     assert nokia.lat == pytest.approx(60.15, abs=0.05)  # SRATIONAL GPS still read
     assert {p.orientation for p in photos} >= {6, 8}
+
+
+def test_open_clip_visual_backend_labels_from_its_vocabulary(tmp_path: Path) -> None:
+    """The open_clip back end (random weights here: no CLIP weights ship offline) labels every readable photo
+    with words of its vocabulary, and an unreadable file gets no labels instead of stopping the batch."""
+    from PIL import Image
+
+    from agents.camroll.errors import CamrollDataError
+    from agents.camroll.memory import OpenClipLabels, make_visual
+
+    good = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(good)
+    broken = tmp_path / "b.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    visual = OpenClipLabels("ViT-B-32", pretrained=None, vocabulary=["beach", "pizza", "dog", "cake"], top_k=2)
+    labels = visual.describe([good, broken])
+    assert len(labels[0]) == 2 and set(labels[0]) <= {"beach", "pizza", "dog", "cake"}
+    assert labels[1] == []
+    assert visual.name.startswith("open_clip:ViT-B-32:random")
+    with pytest.raises(CamrollDataError, match="open_clip:MODEL"):
+        make_visual("clip")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recsys.models import Recommender
+from recsys.models import Recommender, build_model
 from recsys.train import train_from_args
 
 SETTINGS = {
@@ -134,3 +134,21 @@ def test_neumf_full_scoring_equals_pairwise_logits(towers):
     with torch.no_grad():
         pairs = model.logits(users.repeat_interleave(13), torch.arange(13).repeat(4)).view(4, 13)
         torch.testing.assert_close(model.score(users), pairs)
+
+
+@pytest.mark.parametrize("n_neg", [1, 3])
+def test_bpr_loss_equals_the_textbook_formula(n_neg):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_model("bpr", 6, 9, {"reg_weight": 0.01})
+    users = torch.tensor([0, 1, 5, 2])
+    pos = torch.tensor([1, 2, 8, 0])
+    neg = torch.randint(0, 9, (4, n_neg)) if n_neg > 1 else torch.tensor([3, 4, 0, 7])
+    u, p, q = model.user_embedding(users), model.item_embedding(pos), model.item_embedding(neg)
+    neg_scores = (u.unsqueeze(1) * q).sum(-1) if n_neg > 1 else (u * q).sum(-1)
+    pos_scores = (u * p).sum(-1, keepdim=n_neg > 1)
+    expected = -F.logsigmoid(pos_scores - neg_scores).mean()
+    expected = expected + 0.01 * (u.pow(2).sum() + p.pow(2).sum() + q.pow(2).sum()) / (2 * len(users))
+    got = model.loss({"users": users, "pos_items": pos, "neg_items": neg})
+    assert torch.allclose(got, expected, atol=1e-6)
