@@ -15,16 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.camroll.demo_data import DISHES
 from agents.camroll.tools import TOOL_ARGS, render_result, tool_descriptions
 
-# Dishes and cities a recommender may suggest: general knowledge, not read from the user's roll.
-KNOWN_DISHES = (
-    "ramen", "sushi", "pad thai", "paella", "tacos", "pizza", "carbonara", "cheeseburger", "hot dog", "burrito",
-    "guacamole", "bagel", "pretzel", "ice cream", "pho", "dumplings", "bibimbap", "croissant", "falafel",
-    "shakshuka", "moussaka", "ceviche", "poke bowl", "risotto", "lasagna", "green curry", "biryani", "pierogi",
-    "goulash", "fish and chips", "churros", "tiramisu", "crepes", "gyoza", "tom yum", "empanadas", "baklava",
-    "hot pot", "meat loaf", "espresso",
-)  # fmt: skip
+# Dishes a recommender may suggest: general knowledge, not read from the user's roll. One list with the demo
+# generator's menu, so every suggestion can be checked against the user's ground truth.
+KNOWN_DISHES = DISHES
 # ImageNet-1k food classes (indices 924-969 and a few more): a visual label that is a dish.
 FOOD_LABELS = (
     "guacamole", "consomme", "hot pot", "trifle", "ice cream", "ice lolly", "French loaf", "bagel", "pretzel",
