@@ -28,7 +28,11 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--photos-per-user", type=int, default=630)
     parser.add_argument("--seed", type=int, default=2026, help="the held-out seed by default")
-    parser.add_argument("--visual", default="efficientnet", help="efficientnet or none")
+    parser.add_argument(
+        "--visual",
+        default="efficientnet",
+        help="efficientnet (default), none, open_clip:MODEL:WEIGHTS_FILE, or vlm:FOLDER",
+    )
     parser.add_argument("--embedder", default="minilm", help="minilm or hashing")
     parser.add_argument("--out", default="benchmarks/results/camroll_perf.json")
     args = parser.parse_args()

@@ -74,6 +74,8 @@ def run_one(split: Any, model_name: str, seed: int, args: argparse.Namespace) ->
     if model_name == "dsmlp":
         options.update(teacher_epochs=args.teacher_epochs, distill_epochs=args.distill_epochs)
         options["kd_loss"] = args.kd_loss
+        if args.kd_weight is not None:
+            options["kd_weight"] = args.kd_weight
         train_values["epochs"] = args.teacher_epochs + args.distill_epochs + (args.epochs or 100)
     if args.patience is not None:
         train_values["patience"] = args.patience
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
     parser.add_argument("--distill-epochs", type=int, default=DISTILL_EPOCHS)
     parser.add_argument("--kd-loss", default="per_sample", choices=["per_sample", "batch_mean_sq"])
+    parser.add_argument(
+        "--kd-weight", type=float, help="DS-MLP's distillation weight (default: the model's, 1.0; 0 = no distillation)"
+    )
     parser.add_argument("--patience", type=int)
     parser.add_argument("--batch-size", type=int, help="default: 4096 (FuxiCTR/BARS)")
     parser.add_argument("--embedding-regularizer", type=float, help="override every model's default (paper: 0.01)")

@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--visual",
         default="none",
-        help="visual labels for the memory: none (default), efficientnet, or open_clip:MODEL:WEIGHTS_FILE",
+        help="visual labels for the memory: none (default), efficientnet, open_clip:MODEL:WEIGHTS_FILE, or vlm:FOLDER",
     )
     parser.add_argument("--judge", help="opt-in LLM judge: a model spec or URL")
     parser.add_argument("--out", default="camroll_qa_out", help="folder for camroll_qa.json and camroll_qa.md")

@@ -1,4 +1,4 @@
-"""Language and multimodal models: backbones behind one ChatModel interface, LoRA fine-tuning, LLM systems.
+"""Language and multimodal models: backbones behind one ChatModel interface, image captioning, LoRA, LLM systems.
 
 The names below are imported lazily, so ``import mllm`` stays cheap until a model is actually needed.
 """
@@ -18,6 +18,8 @@ _EXPORTS = {
     "TransformersChatModel": "mllm.backbones",
     "load_causal_lm": "mllm.backbones",
     "load_chat_model": "mllm.backbones",
+    "CaptionError": "mllm.vision",
+    "ImageCaptioner": "mllm.vision",
     "DataFormatError": "mllm.lora",
     "LoraTrainingConfig": "mllm.lora",
     "read_chat_jsonl": "mllm.lora",
@@ -25,9 +27,11 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CaptionError",
     "ChatModel",
     "ChatModelError",
     "DataFormatError",
+    "ImageCaptioner",
     "LoraTrainingConfig",
     "MllmError",
     "ModelLoadError",
@@ -53,6 +57,7 @@ if TYPE_CHECKING:
         load_chat_model,
     )
     from mllm.lora import DataFormatError, LoraTrainingConfig, read_chat_jsonl, train_lora
+    from mllm.vision import CaptionError, ImageCaptioner
 
 
 def __getattr__(name: str) -> Any:

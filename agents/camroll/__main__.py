@@ -269,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--visual",
             default="efficientnet",
-            help="visual labels: efficientnet (default), none, or open_clip:MODEL:WEIGHTS_FILE (zero-shot)",
+            help="visual labels: efficientnet (default), none, open_clip:MODEL:WEIGHTS_FILE (zero-shot labels), "
+            "or vlm:FOLDER (a caption per photo from a local VLM folder)",
         )
         sub.add_argument("--cache-dir", help="cache folder (default ~/.cache/recagents/camroll)")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")

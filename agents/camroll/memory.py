@@ -4,7 +4,8 @@ Events cluster consecutive photos by time and place (a new event starts after a 
 ``event_gap_minutes`` or a move of more than ``event_km``); days group events; trips are runs of days spent
 away from the home city (the city with most photo days), and months summarise the days at home. Every node
 has a text summary built from what the visual back end sees (ImageNet labels from EfficientNet-lite0 by
-default), the captions, the named places and the nearest city.
+default; open_clip labels or a VLM's caption when the user supplies weights), the captions, the named places
+and the nearest city.
 
 Strictly per user: every id starts with ``user<id>/`` and every node carries ``user`` in its metadata.
 Incremental and restartable: each node stores a hash of its content; an ingest upserts only the nodes whose
@@ -179,8 +180,63 @@ class OpenClipLabels:
         return labels
 
 
+class VLMCaptions:
+    """One caption per photo from a vision-language model the user supplies (``mllm.vision.ImageCaptioner``).
+
+    ``describe`` returns ``[caption]`` (a one-item list, so the caption lands whole in the "Seen:" part of the
+    photo and event summaries; splitting a sentence into phrases would lose what it says), or ``[]`` where the
+    image cannot be read or the model says nothing. No VLM weights ship offline: ``model`` is a local Hugging Face
+    folder (captioners such as BLIP, GIT, ViT-GPT2, or chat VLMs such as SmolVLM, Qwen2-VL, LLaVA). ``name``, the
+    label cache's folder, carries the folder's name and a hash of its config, weight files, prompt and
+    ``max_new_tokens``, so another model or setting never reads this one's cached captions.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        captioner: Any = None,
+        max_new_tokens: int = 30,
+        **captioner_options: Any,
+    ) -> None:
+        if captioner is None:
+            if model is None:
+                raise CamrollDataError("VLM captions need a model folder (--visual vlm:FOLDER)")
+            from mllm.vision import ImageCaptioner
+
+            captioner = ImageCaptioner(model, **captioner_options)
+        self.captioner = captioner
+        self.max_new_tokens = max_new_tokens
+        self.name = f"{captioner.name}-{max_new_tokens}tok"
+
+    def describe(self, paths: Sequence[Path]) -> list[list[str]]:
+        from mllm.vision import CaptionError, open_image
+
+        images, positions = [], []
+        for position, path in enumerate(paths):
+            try:
+                images.append(open_image(path))
+                positions.append(position)
+            except CaptionError as exc:
+                logger.warning("no visual labels for %s (%s)", path, exc)
+        labels: list[list[str]] = [[] for _ in paths]
+        if images:
+            for position, caption in zip(positions, self.captioner.caption(images, self.max_new_tokens), strict=True):
+                caption = _clip(caption, 200).rstrip(" .")  # the summaries add their own full stop
+                labels[position] = [caption] if caption else []
+        return labels
+
+
+VISUAL_CHOICES = "efficientnet, none, open_clip:MODEL:WEIGHTS_FILE, or vlm:FOLDER"
+
+
 def make_visual(name: str) -> VisualBackend:
-    """``"efficientnet"`` (default, packaged weights), ``"none"``, or ``"open_clip:MODEL[:WEIGHTS_FILE]"``."""
+    """A visual back end from its CLI name; see ``VISUAL_CHOICES``.
+
+    ``"efficientnet"`` (default, packaged weights), ``"none"``, ``"open_clip:MODEL[:WEIGHTS_FILE]"``, or
+    ``"vlm:FOLDER"``: captions from a local VLM folder; everything after ``vlm:`` is the folder, so a path may
+    itself hold colons.
+    """
     if name in ("none", "off"):
         return NoVisual()
     if name in ("efficientnet", "efficientnet-lite0", "default"):
@@ -188,7 +244,12 @@ def make_visual(name: str) -> VisualBackend:
     if name.startswith("open_clip:"):
         model_name, _, weights = name.removeprefix("open_clip:").partition(":")
         return OpenClipLabels(model_name or "ViT-B-32", pretrained=weights or None)
-    raise CamrollDataError(f"--visual {name!r}: use efficientnet, none, or open_clip:MODEL:WEIGHTS_FILE")
+    if name.startswith("vlm:"):
+        folder = name.removeprefix("vlm:")
+        if not folder.strip():
+            raise CamrollDataError("--visual vlm:FOLDER: the model folder is missing after 'vlm:'")
+        return VLMCaptions(folder)
+    raise CamrollDataError(f"--visual {name!r}: use {VISUAL_CHOICES}")
 
 
 class VisualCache:

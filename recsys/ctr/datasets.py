@@ -6,8 +6,9 @@ Names:
   non-clicks, ratings of 3 dropped; fields user_id, item_id, gender, age, occupation, zip_code and the movie's
   genres (multi-valued). Read from the ``ml-1m`` folder that ``recsys.data.resolve_dataset`` finds
   (RecBole atomic ``ml-1m.inter/.user/.item``, or GroupLens ``ratings.dat/users.dat/movies.dat``).
-- ``synthetic-ctr`` (50,000 rows, 20 values per field) and ``synthetic-ctr-small`` (20,000 rows, 10 values):
-  planted interactions, see ``recsys.ctr.synthetic``.
+- ``synthetic-ctr`` (50,000 rows, 20 values per field), ``synthetic-ctr-small`` (20,000 rows, 10 values) and
+  ``synthetic-ctr-large`` (500,000 rows, 20 values: enough rows per planted value combination for the
+  third-order terms to be learnable): planted interactions, see ``recsys.ctr.synthetic``.
 - a path: one CTR file (format detected, see ``recsys.ctr.readers``), or a folder holding ``train``,
   ``valid`` and ``test`` files (e.g. a BARS dataset folder), whose own split is then used.
 """
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 SYNTHETIC = {
     "synthetic-ctr": SyntheticCTRConfig(),
     "synthetic-ctr-small": SyntheticCTRConfig(n_samples=20_000, cardinality=10),
+    "synthetic-ctr-large": SyntheticCTRConfig(n_samples=500_000),
 }
 CTR_DATASETS = ("ml-1m-ctr", *SYNTHETIC)
 SPLIT_RATIOS = (0.8, 0.1, 0.1)
