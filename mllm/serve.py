@@ -407,16 +407,10 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(
-    chat_model: ChatModel,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    name: str | None = None,
-    api_key: str | None = None,
-    max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT,
-) -> ChatServer:
-    """Start a :class:`ChatServer` in a background thread and return it (``server.url``, ``server.close()``)."""
-    return ChatServer(chat_model, host, port, name, api_key, max_new_tokens_limit).start()
+def serve(chat_model: ChatModel, **options: Any) -> ChatServer:
+    """Start a :class:`ChatServer` (same keyword options) in a background thread and return it
+    (``server.url``, ``server.close()``)."""
+    return ChatServer(chat_model, **options).start()
 
 
 # ----------------------------------------------------------------------------------------------------------

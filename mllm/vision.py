@@ -56,24 +56,19 @@ class CaptionError(MllmError):
 
 
 def open_image(image: Any, where: str = "image") -> Any:
-    """An RGB PIL image with its EXIF orientation applied; a path is opened, errors name the file."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """An RGB PIL image with its EXIF orientation applied (``retrieval.embed.load_image``); a path is opened,
+    errors are :class:`CaptionError` naming the file (or ``where`` for a value that is no image at all)."""
+    from PIL import Image
 
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-        except FileNotFoundError as exc:
-            raise CaptionError(f"{path}: image file not found") from exc
-        except (UnidentifiedImageError, OSError) as exc:
-            raise CaptionError(f"{path}: not a readable image ({exc})") from exc
-    elif isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(image)
-    else:
+    from retrieval.embed import load_image
+    from retrieval.errors import EmbedError
+
+    if not isinstance(image, (str, Path, Image.Image)):
         raise CaptionError(f"{where}: expected a PIL image or a path, got {type(image).__name__}")
-    return image if image.mode == "RGB" else image.convert("RGB")
+    try:
+        return load_image(image)
+    except EmbedError as exc:
+        raise CaptionError(str(exc)) from exc
 
 
 def clean_caption(text: str) -> str:
