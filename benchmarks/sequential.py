@@ -9,8 +9,11 @@ Examples::
     python benchmarks/sequential.py quality --presets ml-100k --seeds 0 --epochs 30 --max-minutes 4 --tag cpu
     # scaling of training step time, inference latency and memory with the sequence length
     python benchmarks/sequential.py scaling --lengths 50 100 200 400 800 1600 4096 --tag cpu
-    # how much of the recurrent state repeated patterns take (GDN vs SinkRec), synthetic data
+    # how much of the recurrent state repeated patterns take (GDN vs SinkRec), synthetic or real data
     python benchmarks/sequential.py sink --tag cpu
+    python benchmarks/sequential.py sink --preset ml-100k --out benchmarks/results/sequential_sink_cpu_ml100k.json
+    # one table from runs done in separate processes
+    python benchmarks/sequential.py report benchmarks/results/sequential_quality_*.json
 
 Writes ``benchmarks/results/sequential_<kind>[_<tag>].json`` (updated after every run, so an interrupted
 sweep keeps what it finished) and prints a table. Evaluation: leave-one-out (by time; by row order for
@@ -24,6 +27,7 @@ import dataclasses
 import logging
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +160,37 @@ def quality(args: argparse.Namespace) -> int:
     columns = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
     print_table(rows, columns, title="sequential quality (full ranking, leave-one-out, train+valid masked)")
     print(f"wrote {path}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Merge the runs of several quality JSONs (e.g. one per background process) into one summary table."""
+    import json
+
+    runs: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, int]] = set()
+    for file in args.files:
+        try:
+            payload = json.loads(Path(file).read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"{file}: cannot read a quality result ({error})") from None
+        if "runs" not in payload:
+            raise SystemExit(f"{file}: no 'runs' list; is it a 'quality' result?")
+        for run in payload["runs"]:
+            key = (run["preset"], run["model"], int(run["seed"]))
+            if key in seen:  # the same run in two files: keep the first, say so
+                logger.warning("%s: %s seed %d already merged from an earlier file; skipped", file, key[1], key[2])
+                continue
+            seen.add(key)
+            runs.append(run)
+    rows = summarise(runs)
+    columns = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
+    print_table(rows, columns, title="sequential quality (merged; full ranking, leave-one-out, train+valid masked)")
+    if args.out:
+        payload = {"evaluation": "full_ranking, leave-one-out", "summary": rows, "runs": runs}
+        payload["merged_from"] = args.files
+        payload["anchors"] = {f"{p}/{m}": v for (p, m), v in ANCHORS.items()}
+        print(f"wrote {write_results('sequential_quality_merged', payload, args.out)}")
     return 0
 
 
@@ -317,41 +352,130 @@ def planted_repetition_dataset(n_users: int, n_items: int, length: int, seed: in
     return InteractionDataset.from_raw("planted", users, items, timestamps=times)
 
 
+def item_genres(dataset: Any) -> list[frozenset[str]] | None:
+    """Each item's genres (space-separated tokens of the genre/class column, as MovieLens), or None."""
+    from recsys.data.loaders import GENRE_COLUMNS
+
+    features = getattr(dataset, "item_features", None)
+    if features is None:
+        return None
+    column = next((c for c in GENRE_COLUMNS if c in features.columns), None)
+    if column is None:
+        return None
+    values = features[column].fillna("").astype(str).tolist()
+    return [frozenset(v.split()) for v in values]
+
+
+def _own_keys(mixer: Any, model: Any, items: np.ndarray) -> torch.Tensor:
+    """Each item's own key direction in the first mixer (its projection without the conv context): [n, H, K]."""
+    emb = model.item_embedding.weight[torch.as_tensor(items) + 1]
+    keys = mixer.qkv_proj(emb).view(len(items), 3, mixer.n_heads, mixer.head_dim)[:, 1]
+    return torch.nn.functional.normalize(keys, dim=-1)
+
+
+def _share(basis: torch.Tensor, state: torch.Tensor, energy: torch.Tensor) -> float:
+    """Energy of ``state`` [H, K, V] inside the orthonormal ``basis`` [H, K, r], as a share of ``energy``."""
+    return float(torch.einsum("hkr,hkv->hrv", basis, state).pow(2).sum() / energy)
+
+
+def _percentile(scores: torch.Tensor, items: np.ndarray) -> float:
+    """Mean score percentile of ``items`` among all items (1 = scored above every other item)."""
+    above = (scores[None, :] > scores[torch.as_tensor(items)][:, None]).float().mean(1)
+    return float(1 - above.mean())
+
+
 @torch.no_grad()
-def sink_share(model: Any, history: Any, top_k: int = 3) -> dict[str, float]:
-    """Share of the final delta-rule state's energy along the user's most repeated items' key directions,
-    and the readout bias: mean score rank percentile of the user's repeated items in the next prediction."""
+def sink_share(
+    model: Any,
+    history: Any,
+    top_k: int = 3,
+    max_users: int = 200,
+    genres: list[frozenset[str]] | None = None,
+) -> dict[str, Any]:
+    """How much of the first layer's delta-rule state the user's recurring patterns take, after streaming the
+    user's history (users with >= 5 events, the first ``max_users``). Three numbers:
+
+    * ``state_share_top_key_directions``: share of the state's energy (squared Frobenius norm, all heads) in
+      the span of the top ``top_k`` right singular vectors of the keys written over the user's history, per
+      head: the directions the history wrote most often. It needs no item repeats, so it applies to any
+      data. ``random_subspace_share`` (= top_k / key dim) is what a state with no preference would give.
+    * ``state_share_repeated``: the same share for the key directions of the user's ``top_k`` most frequent
+      items, over users whose most frequent item occurs at least twice (``None`` if there are none: e.g.
+      MovieLens, where an item is rated once).
+    * ``repeated_score_percentile``: mean score percentile of those repeated items in the next prediction
+      (readout bias toward them), over the same users.
+    * With ``genres`` (one set per item; MovieLens has them), the semantic version for data where items do
+      not repeat but kinds of items do: ``state_share_top_genre`` is the share in the span of the top
+      ``top_k`` singular directions of the own keys of the user's history items of the user's most frequent
+      genre; ``top_genre_score_percentile`` the mean score percentile of all catalogue items of that genre.
+    """
     from recsys.models.sequential import build_user_sequences
 
     model.eval()
+    mixer = model.mixers[0] if hasattr(model, "mixers") else model._block(0).mixer
     seq = build_user_sequences(history, model.config.time_unit)
-    shares, ranks = [], []
-    for user in range(min(history.n_users, 200)):
-        events = seq.of(user)
-        if events.size < 5:
-            continue
-        state = model.stream_init(1)
-        gaps = seq.gaps[seq.indptr[user] : seq.indptr[user + 1]]
-        for item, gap in zip(events.tolist(), gaps.tolist(), strict=True):
-            hidden, state = model.stream_step(state, torch.tensor([item + 1]), torch.tensor([gap]))
-        counts = np.bincount(events, minlength=model.n_items)
-        repeated = np.argsort(-counts)[:top_k]
-        first_layer = state[0]
-        mixer = model.mixers[0] if hasattr(model, "mixers") else model._block(0).mixer
-        S = first_layer["state"][0]  # [H, K, V]
-        emb = model.item_embedding.weight[torch.as_tensor(repeated) + 1]
-        # key directions of the repeated items (without the conv context: the item's own projection)
-        keys = torch.nn.functional.normalize(
-            mixer.qkv_proj(emb).view(len(repeated), 3, mixer.n_heads, mixer.head_dim)[:, 1], dim=-1
-        )  # [k, H, K]
-        energy = S.pow(2).sum()
-        basis = torch.linalg.qr(keys.permute(1, 2, 0)).Q  # [H, K, k]
-        aligned = torch.einsum("hkr,hkv->hrv", basis, S).pow(2).sum()
-        shares.append(float(aligned / energy.clamp(min=1e-12)))
-        scores = model.item_logits(hidden)[0]
-        percentile = (scores[None, :] > scores[torch.as_tensor(repeated)][:, None]).float().mean(1)
-        ranks.append(float(1 - percentile.mean()))
-    return {"state_share_repeated": float(np.mean(shares)), "repeated_score_percentile": float(np.mean(ranks))}
+    written: list[torch.Tensor] = []
+    original = mixer.project
+
+    def recording_project(x: torch.Tensor, conv_cache: torch.Tensor | None = None):
+        q, k, v, cache = original(x, conv_cache)
+        written.append(k[0, 0])  # [H, K]: this step's keys (after the conv, normalised)
+        return q, k, v, cache
+
+    top_shares, repeat_shares, ranks, genre_shares, genre_ranks, users = [], [], [], [], [], 0
+    mixer.project = recording_project  # instance attribute: shadows the method for this diagnostic only
+    try:
+        for user in range(history.n_users):
+            events = seq.of(user)
+            if events.size < 5:
+                continue
+            users += 1
+            if users > max_users:
+                break
+            written.clear()
+            state = model.stream_init(1)
+            gaps = seq.gaps[seq.indptr[user] : seq.indptr[user + 1]]
+            first_calls = []
+            for item, gap in zip(events.tolist(), gaps.tolist(), strict=True):
+                mark = len(written)
+                hidden, state = model.stream_step(state, torch.tensor([item + 1]), torch.tensor([gap]))
+                first_calls.append(written[mark])  # a shared-weight loop calls the mixer again: keep the first
+            S = state[0]["state"][0]  # [H, K, V], first layer
+            energy = S.pow(2).sum().clamp(min=1e-12)
+            keys = torch.stack(first_calls)  # [T, H, K]
+            basis = torch.linalg.svd(keys.permute(1, 0, 2), full_matrices=False).Vh[:, :top_k]  # [H, r, K]
+            top_shares.append(_share(basis.transpose(1, 2), S, energy))
+            scores = model.item_logits(hidden)[0]
+            if genres is not None:
+                tally = Counter(genre for item in events.tolist() for genre in genres[item])
+                if tally:
+                    top = tally.most_common(1)[0][0]
+                    members = np.unique([item for item in events.tolist() if top in genres[item]])
+                    own = _own_keys(mixer, model, members).permute(1, 0, 2)  # [H, n, K]
+                    directions = torch.linalg.svd(own, full_matrices=False).Vh[:, :top_k]  # [H, r, K]
+                    genre_shares.append(_share(directions.transpose(1, 2), S, energy))
+                    catalogue = np.asarray([i for i, g in enumerate(genres) if top in g])
+                    genre_ranks.append(_percentile(scores, catalogue))
+            counts = np.bincount(events, minlength=model.n_items)
+            repeated = np.argsort(-counts, kind="stable")[:top_k]
+            if counts[repeated[0]] < 2:
+                continue
+            repeated = repeated[counts[repeated] >= 2]
+            q_basis = torch.linalg.qr(_own_keys(mixer, model, repeated).permute(1, 2, 0)).Q  # [H, K, r]
+            repeat_shares.append(_share(q_basis, S, energy))
+            ranks.append(_percentile(scores, repeated))
+    finally:
+        del mixer.project
+    return {
+        "state_share_top_key_directions": float(np.mean(top_shares)) if top_shares else None,
+        "random_subspace_share": top_k / mixer.head_dim,
+        "state_share_repeated": float(np.mean(repeat_shares)) if repeat_shares else None,
+        "repeated_score_percentile": float(np.mean(ranks)) if ranks else None,
+        "state_share_top_genre": float(np.mean(genre_shares)) if genre_shares else None,
+        "top_genre_score_percentile": float(np.mean(genre_ranks)) if genre_ranks else None,
+        "users": len(top_shares),
+        "users_with_repeats": len(repeat_shares),
+    }
 
 
 def sink(args: argparse.Namespace) -> int:
@@ -372,10 +496,21 @@ def sink(args: argparse.Namespace) -> int:
         model = build_model(model_name, split.train.n_users, split.train.n_items, {**options, "max_len": max_len})
         result = Trainer(model, split, config, progress=False).fit()
         row = {"data": source, "model": variant, **{m: result.get(m) for m in METRICS}}
-        row.update(sink_share(model, split.train))
+        row.update(sink_share(model, split.train, genres=item_genres(split.train)))
         rows.append(row)
         logger.info("%s", row)
-    columns = ["model", "hr@10", "ndcg@10", "state_share_repeated", "repeated_score_percentile"]
+    columns = [
+        "model",
+        "hr@10",
+        "ndcg@10",
+        "state_share_top_key_directions",
+        "random_subspace_share",
+        "state_share_repeated",
+        "repeated_score_percentile",
+        "users_with_repeats",
+        "state_share_top_genre",
+        "top_genre_score_percentile",
+    ]
     print_table(rows, columns, title=f"semantic state sink on {source}")
     payload = {"data": source, "rows": rows, "users": args.users, "length": args.length, "epochs": args.epochs}
     path = write_results(_result_name("sink", args.tag), payload, args.out)
@@ -422,12 +557,15 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--users", type=int, default=300)
     k.add_argument("--length", type=int, default=50)
     k.add_argument("--epochs", type=int, default=15)
+    r = sub.add_parser("report", help="merge several quality JSONs into one table (and optionally one JSON)")
+    r.add_argument("files", nargs="+", help="quality result JSONs")
+    r.add_argument("--out", help="write the merged JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.threads:
+    if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return {"quality": quality, "scaling": scaling, "sink": sink}[args.kind](args)
+    return {"quality": quality, "scaling": scaling, "sink": sink, "report": report}[args.kind](args)
 
 
 if __name__ == "__main__":

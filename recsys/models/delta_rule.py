@@ -85,7 +85,7 @@ def chunk_gated_delta_rule(
     batch, heads, length, key_dim = q.shape
     value_dim = v.shape[-1]
     scale = key_dim**-0.5 if scale is None else scale
-    C = int(chunk_size)
+    C = max(1, min(int(chunk_size), length))  # one short sequence is one chunk of its own length: no padding
     pad = (-length) % C
     q, k, v, g, beta = (x.float() for x in (q, k, v, g, beta))
     if pad:  # padded steps have k = v = 0, beta = 0 and g = 0: they change neither outputs nor state
@@ -97,11 +97,12 @@ def chunk_gated_delta_rule(
     v = v.reshape(batch, heads, n_chunks, C, value_dim)
     beta = beta.reshape(batch, heads, n_chunks, C)
     G = g.reshape(batch, heads, n_chunks, C).cumsum(-1)
-    inclusive = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    strict = inclusive.clone().fill_diagonal_(False)
-    log_decay = G[..., :, None] - G[..., None, :]  # [.., t, s] = G_t - G_s
-    decay_incl = log_decay.masked_fill(~inclusive, float("-inf")).exp()
-    decay_strict = log_decay.masked_fill(~strict, float("-inf")).exp()
+    inclusive = torch.ones(C, C, device=q.device).tril()
+    strict = inclusive.tril(-1)
+    # [.., t, s] = exp(G_t - G_s) for s <= t (G falls, so the exponent is <= 0); 0 above the diagonal, where
+    # the clamp keeps exp finite and the mask removes it (one exp, no -inf fills)
+    decay_incl = (G[..., :, None] - G[..., None, :]).clamp(max=0.0).exp() * inclusive
+    decay_strict = decay_incl * strict
     k_beta = k * beta[..., None]
     system = torch.eye(C, device=q.device) + (k_beta @ k.transpose(-1, -2)) * decay_strict
     rhs = torch.cat([v * beta[..., None], k_beta * G.exp()[..., None]], dim=-1)

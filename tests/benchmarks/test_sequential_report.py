@@ -1,0 +1,35 @@
+"""`benchmarks/sequential.py report`: runs from separate processes merge into one summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from benchmarks import sequential
+
+
+def _run(model: str, seed: int, hr: float) -> dict:
+    return {"preset": "ml-100k", "model": model, "seed": seed, "hr@10": hr, "ndcg@10": hr / 2, "epochs_run": 3}
+
+
+def test_report_merges_files_and_skips_duplicates(tmp_path, caplog, capsys):
+    first, second, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "merged.json"
+    first.write_text(json.dumps({"runs": [_run("sasrec", 0, 0.2), _run("gdn", 0, 0.1)]}))
+    second.write_text(json.dumps({"runs": [_run("sasrec", 1, 0.4), _run("gdn", 0, 0.9)]}))
+    with caplog.at_level(logging.WARNING):
+        assert sequential.main(["report", str(first), str(second), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    rows = {row["model"]: row for row in merged["summary"]}
+    assert rows["sasrec"]["seeds"] == 2 and rows["sasrec"]["hr@10"] == pytest.approx(0.3)
+    assert rows["gdn"]["seeds"] == 1 and rows["gdn"]["hr@10"] == pytest.approx(0.1)  # the first file wins
+    assert "already merged" in caplog.text and "b.json" in caplog.text
+    assert "sasrec" in capsys.readouterr().out
+
+
+def test_report_names_a_file_that_is_not_a_quality_result(tmp_path):
+    bad = tmp_path / "scaling.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(SystemExit, match=r"scaling\.json"):
+        sequential.main(["report", str(bad)])
