@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -309,7 +310,8 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
         same = same and sharded == single
         same = same and all(np.array_equal(sharded_per_user[k], per_user[k]) for k in per_user)
     report = {"same": bool(same), "n_users": sharded["n_users"], "processes": acc.num_processes}
-    print(json.dumps({"rank": acc.process_index, **report}))
+    sys.stdout.write(json.dumps({"rank": acc.process_index, **report}) + "\\n")  # one write: no interleaving
+    sys.stdout.flush()
     """
 )
 
@@ -333,7 +335,8 @@ def test_two_processes_gather_to_the_single_process_result(tmp_path: Path) -> No
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    # one JSON object per rank; parsed by object, not by line, in case the two ranks' writes still land on one line
+    reports = [json.loads(match) for match in re.findall(r"\{[^{}]*\}", done.stdout)]
     assert sorted(r["rank"] for r in reports) == [0, 1], done.stdout + done.stderr[-3000:]
     for report in reports:
         assert report == {"rank": report["rank"], "same": True, "n_users": 23, "processes": 2}
