@@ -78,6 +78,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sinkrec-no-temporal": ("sinkrec", {"temporal_gates": False}),
 }
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
+QUALITY_COLUMNS = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
+ANCHORS_PAYLOAD = {f"{preset}/{model}": anchor for (preset, model), anchor in ANCHORS.items()}
 
 
 def _result_name(kind: str, tag: str | None) -> str:
@@ -153,12 +155,11 @@ def quality(args: argparse.Namespace) -> int:
                 runs.append(run)
                 logger.info("%s", {k: run[k] for k in ("model", "seed", *METRICS, "epochs_run", "train_seconds")})
                 payload = {"evaluation": "full_ranking, leave-one-out", "summary": summarise(runs), "runs": runs}
-                payload["anchors"] = {f"{p}/{m}": v for (p, m), v in ANCHORS.items()}
+                payload["anchors"] = ANCHORS_PAYLOAD
                 payload["presets"] = {p: PRESETS[p] for p in args.presets}
                 path = write_results(name, payload, args.out)
     rows = summarise(runs)
-    columns = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
-    print_table(rows, columns, title="sequential quality (full ranking, leave-one-out, train+valid masked)")
+    print_table(rows, QUALITY_COLUMNS, title="sequential quality (full ranking, leave-one-out, train+valid masked)")
     print(f"wrote {path}")
     return 0
 
@@ -184,12 +185,13 @@ def report(args: argparse.Namespace) -> int:
             seen.add(key)
             runs.append(run)
     rows = summarise(runs)
-    columns = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
-    print_table(rows, columns, title="sequential quality (merged; full ranking, leave-one-out, train+valid masked)")
+    print_table(
+        rows, QUALITY_COLUMNS, title="sequential quality (merged; full ranking, leave-one-out, train+valid masked)"
+    )
     if args.out:
         payload = {"evaluation": "full_ranking, leave-one-out", "summary": rows, "runs": runs}
         payload["merged_from"] = args.files
-        payload["anchors"] = {f"{p}/{m}": v for (p, m), v in ANCHORS.items()}
+        payload["anchors"] = ANCHORS_PAYLOAD
         print(f"wrote {write_results('sequential_quality_merged', payload, args.out)}")
     return 0
 
@@ -393,7 +395,7 @@ def sink_share(
     genres: list[frozenset[str]] | None = None,
 ) -> dict[str, Any]:
     """How much of the first layer's delta-rule state the user's recurring patterns take, after streaming the
-    user's history (users with >= 5 events, the first ``max_users``). Three numbers:
+    user's history (users with >= 5 events, the first ``max_users``). The measures:
 
     * ``state_share_top_key_directions``: share of the state's energy (squared Frobenius norm, all heads) in
       the span of the top ``top_k`` right singular vectors of the keys written over the user's history, per
@@ -422,15 +424,19 @@ def sink_share(
         written.append(k[0, 0])  # [H, K]: this step's keys (after the conv, normalised)
         return q, k, v, cache
 
-    top_shares, repeat_shares, ranks, genre_shares, genre_ranks, users = [], [], [], [], [], 0
+    top_shares, repeat_shares, ranks, genre_shares, genre_ranks = [], [], [], [], []
+    members_of: dict[str, list[int]] = {}  # genre -> its catalogue items, built once
+    for item, item_genre_set in enumerate(genres or []):
+        for genre in item_genre_set:
+            members_of.setdefault(genre, []).append(item)
+    catalogue = {genre: np.asarray(items) for genre, items in members_of.items()}
     mixer.project = recording_project  # instance attribute: shadows the method for this diagnostic only
     try:
         for user in range(history.n_users):
             events = seq.of(user)
             if events.size < 5:
                 continue
-            users += 1
-            if users > max_users:
+            if len(top_shares) >= max_users:  # one share per measured user
                 break
             written.clear()
             state = model.stream_init(1)
@@ -454,8 +460,7 @@ def sink_share(
                     own = _own_keys(mixer, model, members).permute(1, 0, 2)  # [H, n, K]
                     directions = torch.linalg.svd(own, full_matrices=False).Vh[:, :top_k]  # [H, r, K]
                     genre_shares.append(_share(directions.transpose(1, 2), S, energy))
-                    catalogue = np.asarray([i for i, g in enumerate(genres) if top in g])
-                    genre_ranks.append(_percentile(scores, catalogue))
+                    genre_ranks.append(_percentile(scores, catalogue[top]))
             counts = np.bincount(events, minlength=model.n_items)
             repeated = np.argsort(-counts, kind="stable")[:top_k]
             if counts[repeated[0]] < 2:
