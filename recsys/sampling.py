@@ -155,9 +155,30 @@ class EpochSeededSampler(torch.utils.data.Sampler[int]):
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self):
+    def permutation(self) -> torch.Tensor:
+        """This epoch's order of the ``n`` indices."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        return torch.randperm(self.n, generator=generator)
+
+    def __iter__(self):
+        return iter(self.permutation().tolist())
+
+
+class EpochSeededBatchSampler(torch.utils.data.BatchSampler):
+    """The batches ``BatchSampler(EpochSeededSampler)`` yields, cut from the permutation in C rather than by a
+    Python loop over every index (a tenth of a second per epoch on ML-1M). Being a ``BatchSampler`` whose
+    ``sampler`` has ``set_epoch``, it is sharded and re-seeded by accelerate like the stock one."""
+
+    sampler: EpochSeededSampler
+
+    def __init__(self, sampler: EpochSeededSampler, batch_size: int, drop_last: bool = False) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+
+    def __iter__(self):
+        order = self.sampler.permutation()
+        stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start : start + self.batch_size].tolist()
 
 
 class PointwiseDataset(PairwiseDataset):

@@ -169,10 +169,12 @@ class ResidualVQ(nn.Module):
                 self.revived += int(dead.numel())
 
 
-def _windows(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Causal sliding windows over time: [B, T, ...] -> [B, T, width, ...] (zeros before the start)."""
+def _window_slots(x: torch.Tensor, width: int) -> list[torch.Tensor]:
+    """The ``width`` slots of the causal window over time (dim 1), as views of one padded copy: slot j at
+    step t holds x[:, t - width + 1 + j] (zeros before the start). No [B, T, width, ...] tensor is built."""
+    length = x.shape[1]
     padded = F.pad(x, (0, 0) * (x.dim() - 2) + (width - 1, 0))
-    return padded.unfold(1, width, 1).movedim(-1, 2)
+    return [padded[:, j : j + length] for j in range(width)]
 
 
 def _window_valid(steps: torch.Tensor, width: int) -> torch.Tensor:
@@ -198,10 +200,12 @@ class ConditionalMemory(nn.Module):
         self.key = nn.Linear(dim, cfg.n_heads * head_dim)
         self.value = nn.Linear(dim, cfg.n_heads * head_dim)
 
-    def pattern(self, x: torch.Tensor, gaps: torch.Tensor, window: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """z_t from the normalised window [B, T, w, D] ending at t and the gap feature."""
+    def pattern(
+        self, x: torch.Tensor, gaps: torch.Tensor, window_sum: torch.Tensor, steps: torch.Tensor
+    ) -> torch.Tensor:
+        """z_t from the sum [B, T, D] of the normalised window ending at t and the gap feature."""
         count = torch.clamp(steps + 1, max=self.cfg.memory_window).to(x.dtype)  # [T]
-        mean = window.sum(2) / count[None, :, None]
+        mean = window_sum / count[None, :, None]
         return self.to_pattern(torch.cat([mean, self.time_proj(gaps.unsqueeze(-1))], dim=-1))
 
     def forward(self, x, gaps, mask, cache=None):
@@ -211,13 +215,14 @@ class ConditionalMemory(nn.Module):
         h = self.norm(x)
         if cache is None:
             steps = torch.arange(length, device=x.device)
-            window = _windows(h, w)
+            window_sum = sum(_window_slots(h, w))
             new_cache = None
         else:  # one step: the ring buffer holds the last w - 1 normalised tokens
             steps = cache["t"].view(1)
-            window = torch.cat([cache["tokens"], h], dim=1).unsqueeze(1)
-            new_cache = {"tokens": window[:, 0, 1:], "t": cache["t"] + 1}
-        z = self.pattern(h, gaps, window, steps)
+            window = torch.cat([cache["tokens"], h], dim=1)
+            window_sum = window.sum(1, keepdim=True)
+            new_cache = {"tokens": window[:, 1:], "t": cache["t"] + 1}
+        z = self.pattern(h, gaps, window_sum, steps)
         z_q, loss = self.rvq(z, mask)
         if self.reinject is not None:
             x = x + self.reinject(z_q)
@@ -251,15 +256,20 @@ class TDGDBlock(nn.Module):
         """Attention of q_t over the memory pairs of the last ``memory_window`` events; (out, new cache)."""
         w = self.cfg.memory_window
         if cache is None:
-            keys, values, new_cache = _windows(m_k, w), _windows(m_v, w), None
+            keys, values = _window_slots(m_k, w), _window_slots(m_v, w)
+            new_cache = None
         else:
-            keys = torch.cat([cache["keys"], m_k], dim=1).unsqueeze(1)
-            values = torch.cat([cache["values"], m_v], dim=1).unsqueeze(1)
-            new_cache = {"keys": keys[:, 0, 1:], "values": values[:, 0, 1:]}
-        scores = torch.einsum("bthd,btjhd->bthj", q, keys) * self.memory_temperature
+            k_all = torch.cat([cache["keys"], m_k], dim=1)
+            v_all = torch.cat([cache["values"], m_v], dim=1)
+            keys, values = list(k_all.split(1, dim=1)), list(v_all.split(1, dim=1))
+            new_cache = {"keys": k_all[:, 1:], "values": v_all[:, 1:]}
+        scores = torch.stack([(q * key).sum(-1) for key in keys], dim=-1) * self.memory_temperature
         valid = _window_valid(steps, w)[None, :, None, :]
-        weights = scores.masked_fill(~valid, float("-inf")).softmax(-1)
-        return torch.einsum("bthj,btjhd->bthd", weights, values), new_cache
+        weights = scores.masked_fill(~valid, float("-inf")).softmax(-1)  # [B, T, H, w]
+        out = weights[..., 0, None] * values[0]
+        for j in range(1, w):
+            out = out + weights[..., j, None] * values[j]
+        return out, new_cache
 
     def forward(self, x, gaps, mask, cache=None):
         """One loop: memory, TDGD, FFN. ``cache`` (streaming) holds the state and the ring buffers."""

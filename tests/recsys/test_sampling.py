@@ -57,3 +57,24 @@ def test_user_uniform_sampling_draws_each_users_own_positives(cls):
     assert counts[counts > 0].min() > 0.3 * counts.mean()  # uniform over users, not over interactions
     with pytest.raises(ValueError, match="sample_by"):
         cls(coo.row, coo.col, 40, csr, sample_by="item")
+
+
+@pytest.mark.parametrize(
+    "n, batch_size, drop_last", [(10, 3, False), (10, 3, True), (9, 3, True), (5, 8, False), (5, 8, True)]
+)
+def test_batch_sampler_cuts_the_same_batches_as_the_stock_one(n, batch_size, drop_last):
+    import torch
+
+    from recsys.sampling import EpochSeededBatchSampler, EpochSeededSampler
+
+    sampler = EpochSeededSampler(n, seed=7)
+    batches = EpochSeededBatchSampler(sampler, batch_size, drop_last)
+    seen = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        expected = list(torch.utils.data.BatchSampler(sampler, batch_size, drop_last))
+        assert list(batches) == expected
+        assert len(batches) == len(expected)
+        seen.append(expected)
+    if seen[0]:  # each epoch its own order
+        assert seen[0] != seen[1]
