@@ -218,10 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         "--option", action="append", default=[], metavar="KEY=VALUE", help="model option, e.g. sample_by=user"
     )
     parser.add_argument("--run-dir", help="keep each run's checkpoint and run.json (updated every epoch) here")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads for ours and the peer (0: torch's default)"
+    )
     parser.add_argument("--out", help="result JSON path")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    if args.threads:  # the same for both libraries: ours here, RecBole's subprocess through the environment
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     split = prepare_split(DataConfig(dataset=args.dataset, data_dir=args.data_dir, split=args.split))
     overrides: dict[str, Any] = {}
     if args.epochs:
