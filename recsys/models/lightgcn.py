@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.models import register
-from recsys.models.base import Recommender
+from recsys.models.base import Recommender, sum_of_squares
 from recsys.sampling import PairwiseDataset
 
 
@@ -125,7 +125,7 @@ class LightGCN(Recommender):
         ego_u = self.embedding.weight[users]
         ego_p = self.embedding.weight[pos + self.n_users]
         ego_n = self.embedding.weight[neg + self.n_users]
-        reg = (ego_u.pow(2).sum() + ego_p.pow(2).sum() + ego_n.pow(2).sum()) / (2 * len(users))
+        reg = sum_of_squares(ego_u, ego_p, ego_n) / (2 * len(users))
         return bpr + self.config.reg_weight * reg
 
     def score(self, users: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.models import register
-from recsys.models.base import Recommender
+from recsys.models.base import Recommender, sum_of_squares
 from recsys.sampling import PairwiseDataset
 
 
@@ -59,7 +59,7 @@ class BPRMF(Recommender):
             bpr = -F.logsigmoid(pos_scores.unsqueeze(1) - neg_scores).mean()
         else:
             bpr = -F.logsigmoid(pos_scores - (u * neg).sum(-1)).mean()
-        reg = (u.pow(2).sum() + pos.pow(2).sum() + neg.pow(2).sum()) / (2 * len(u))
+        reg = sum_of_squares(u, pos, neg) / (2 * len(u))
         return bpr + self.config.reg_weight * reg
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
