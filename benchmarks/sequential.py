@@ -96,13 +96,20 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
     options = {**model_options, "max_len": PRESETS[preset]["max_len"]}
     model = build_model(model_name, split.train.n_users, split.train.n_items, options)
     run_info = {"dataset": preset, "protocol": split.protocol, "model": variant, "seed": seed}
-    result = Trainer(model, split, config, run_info=run_info, progress=False).fit()
+    trainer = Trainer(model, split, config, run_info=run_info, progress=False)
+    result = trainer.fit()
     return {
         "preset": preset,
         "model": variant,
         "seed": seed,
         **{m: result.get(m) for m in METRICS},
         "valid_ndcg@10": result.get("valid", {}).get("ndcg@10"),
+        # per evaluated epoch: compares variants at equal epochs when time budgets stopped them at different ones
+        "valid_curve": [
+            {"epoch": h["epoch"], "ndcg@10": h["valid"].get("ndcg@10"), "seconds": h["seconds"]}
+            for h in trainer.history
+            if "valid" in h
+        ],
         "n_users": result.get("n_users"),
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],

@@ -33,3 +33,17 @@ def test_report_names_a_file_that_is_not_a_quality_result(tmp_path):
     bad.write_text(json.dumps({"rows": []}))
     with pytest.raises(SystemExit, match=r"scaling\.json"):
         sequential.main(["report", str(bad)])
+
+
+def test_quality_run_records_the_valid_curve_per_epoch(monkeypatch):
+    from benchmarks import sequential
+    from recsys.data.splits import leave_one_out_split
+
+    data = sequential.planted_repetition_dataset(n_users=12, n_items=20, length=10, seed=0)
+    split = leave_one_out_split(data)
+    monkeypatch.setitem(sequential.PRESETS, "tiny", {"data": {}, "max_len": 10})
+    run = sequential.run_quality("tiny", split, "gdn", 0, {"epochs": 3, "patience": 0, "batch_size": 8})
+    assert [point["epoch"] for point in run["valid_curve"]] == [1, 2, 3]
+    assert all(0.0 <= point["ndcg@10"] <= 1.0 and point["seconds"] > 0 for point in run["valid_curve"])
+    best = max(run["valid_curve"], key=lambda point: point["ndcg@10"])
+    assert run["best_epoch"] == best["epoch"] and run["valid_ndcg@10"] == best["ndcg@10"]

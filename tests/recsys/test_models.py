@@ -152,3 +152,17 @@ def test_bpr_loss_equals_the_textbook_formula(n_neg):
     expected = expected + 0.01 * (u.pow(2).sum() + p.pow(2).sum() + q.pow(2).sum()) / (2 * len(users))
     got = model.loss({"users": users, "pos_items": pos, "neg_items": neg})
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_sum_of_squares_matches_pow_sum_and_its_gradient():
+    import torch
+
+    from recsys.models.base import sum_of_squares
+
+    a = torch.randn(7, 3, requires_grad=True)
+    b = torch.randn(4, 2, 5, requires_grad=True)
+    got = sum_of_squares(a, b)
+    want = a.pow(2).sum() + b.pow(2).sum()
+    assert torch.allclose(got, want)
+    got.backward()
+    assert torch.allclose(a.grad, 2 * a) and torch.allclose(b.grad, 2 * b)
