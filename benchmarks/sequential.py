@@ -142,6 +142,28 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def equal_epoch_rows(runs: list[dict[str, Any]], epochs: list[int]) -> list[dict[str, Any]]:
+    """Valid NDCG@10 of each run at the given epochs, from its ``valid_curve`` (None where the run had stopped
+    earlier or did not evaluate that epoch): variants that time budgets stopped at different epochs compare
+    like for like. Runs without a curve (written before curves were recorded) are named and left out."""
+    rows = []
+    for run in runs:
+        curve = run.get("valid_curve")
+        if not curve:
+            logger.warning("%s %s seed %s has no valid_curve; left out of the equal-epoch table", *_run_key(run))
+            continue
+        by_epoch = {point["epoch"]: point["ndcg@10"] for point in curve}
+        row: dict[str, Any] = {"preset": run["preset"], "model": run["model"], "seed": run["seed"]}
+        row.update({f"valid_ndcg@10@{e}": by_epoch.get(e) for e in epochs})
+        row["epochs_run"] = run.get("epochs_run")
+        rows.append(row)
+    return rows
+
+
+def _run_key(run: dict[str, Any]) -> tuple[str, str, Any]:
+    return run["preset"], run["model"], run["seed"]
+
+
 def quality(args: argparse.Namespace) -> int:
     train_overrides: dict[str, Any] = {}
     for key in ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every"):
@@ -195,8 +217,14 @@ def report(args: argparse.Namespace) -> int:
     print_table(
         rows, QUALITY_COLUMNS, title="sequential quality (merged; full ranking, leave-one-out, train+valid masked)"
     )
+    at_epochs = equal_epoch_rows(runs, args.at_epochs) if args.at_epochs else []
+    if at_epochs:
+        columns = ["preset", "model", "seed", *(f"valid_ndcg@10@{e}" for e in args.at_epochs), "epochs_run"]
+        print_table(at_epochs, columns, title="valid NDCG@10 at equal epochs (runs stopped at different epochs)")
     if args.out:
         payload = {"evaluation": "full_ranking, leave-one-out", "summary": rows, "runs": runs}
+        if at_epochs:
+            payload["at_epochs"] = at_epochs
         payload["merged_from"] = args.files
         payload["anchors"] = ANCHORS_PAYLOAD
         print(f"wrote {write_results('sequential_quality_merged', payload, args.out)}")
@@ -572,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="merge several quality JSONs into one table (and optionally one JSON)")
     r.add_argument("files", nargs="+", help="quality result JSONs")
     r.add_argument("--out", help="write the merged JSON here")
+    r.add_argument("--at-epochs", nargs="+", type=int, help="also tabulate each run's valid NDCG@10 at these epochs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "threads", 0):

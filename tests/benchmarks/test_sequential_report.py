@@ -35,8 +35,22 @@ def test_report_names_a_file_that_is_not_a_quality_result(tmp_path):
         sequential.main(["report", str(bad)])
 
 
+def test_report_compares_runs_at_equal_epochs(tmp_path, caplog, capsys):
+    curved = _run("sinkrec", 0, 0.2) | {"valid_curve": [{"epoch": e, "ndcg@10": e / 100} for e in (1, 2, 3)]}
+    short = _run("gdn", 0, 0.1) | {"valid_curve": [{"epoch": 1, "ndcg@10": 0.05}]}
+    bare = _run("sasrec", 0, 0.3)  # written before curves were recorded
+    file, out = tmp_path / "runs.json", tmp_path / "merged.json"
+    file.write_text(json.dumps({"runs": [curved, short, bare]}))
+    with caplog.at_level(logging.WARNING):
+        assert sequential.main(["report", str(file), "--at-epochs", "1", "3", "--out", str(out)]) == 0
+    rows = {row["model"]: row for row in json.loads(out.read_text())["at_epochs"]}
+    assert rows["sinkrec"]["valid_ndcg@10@1"] == 0.01 and rows["sinkrec"]["valid_ndcg@10@3"] == 0.03
+    assert rows["gdn"]["valid_ndcg@10@1"] == 0.05 and rows["gdn"]["valid_ndcg@10@3"] is None  # stopped before 3
+    assert "sasrec" not in rows and "sasrec seed 0 has no valid_curve" in caplog.text
+    assert "equal epochs" in capsys.readouterr().out
+
+
 def test_quality_run_records_the_valid_curve_per_epoch(monkeypatch):
-    from benchmarks import sequential
     from recsys.data.splits import leave_one_out_split
 
     data = sequential.planted_repetition_dataset(n_users=12, n_items=20, length=10, seed=0)
