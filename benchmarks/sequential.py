@@ -76,6 +76,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sinkrec-no-suppression": ("sinkrec", {"write_suppression": False}),
     "sinkrec-no-purification": ("sinkrec", {"readout_purification": False}),
     "sinkrec-no-temporal": ("sinkrec", {"temporal_gates": False}),
+    # not an ablation: per-loop weights, the other loop form the paper allows (two distinct layers, as GDN)
+    "sinkrec-per-loop": ("sinkrec", {"shared_loop_weights": False}),
 }
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 QUALITY_COLUMNS = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
