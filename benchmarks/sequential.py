@@ -78,6 +78,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sinkrec-no-temporal": ("sinkrec", {"temporal_gates": False}),
     # not an ablation: per-loop weights, the other loop form the paper allows (two distinct layers, as GDN)
     "sinkrec-per-loop": ("sinkrec", {"shared_loop_weights": False}),
+    "sinkrec-data-init": ("sinkrec", {"codebook_init": "data"}),  # codebooks from the first batch
 }
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 QUALITY_COLUMNS = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]
@@ -112,6 +113,7 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
             for h in trainer.history
             if "valid" in h
         ],
+        "codebook_usage": _codebook_usage(model),
         "n_users": result.get("n_users"),
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],
@@ -122,6 +124,13 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
         "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "patience", "max_minutes")},
         "model_config": dataclasses.asdict(model.config),
     }
+
+
+def _codebook_usage(model: Any) -> list[dict[str, list[float]]] | None:
+    """SinkRec's RVQ code usage per block (perplexity and busiest code's share per level), else None."""
+    blocks = getattr(model, "blocks", None)
+    memories = [b.memory for b in blocks or [] if getattr(b, "memory", None) is not None]
+    return [m.rvq.code_usage() for m in memories] or None
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

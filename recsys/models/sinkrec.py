@@ -66,6 +66,9 @@ class SinkRecConfig:
     memory_loss_weight: float = 1.0
     dead_code_threshold: float = 0.03  # a code is dead when its EMA usage < this fraction of the uniform rate
     usage_decay: float = 0.99
+    # "random": N(0, 1/dim) codes; "data": on the first training batch each level's codes become evenly spaced
+    # residuals of that batch (the local patterns' own scale; random codes can leave one code taking most rows)
+    codebook_init: str = "random"
     reinject: bool = True
     # TDGD
     write_suppression: bool = True
@@ -90,14 +93,42 @@ class ResidualVQ(nn.Module):
         commitment_weight: float = 0.25,
         dead_code_threshold: float = 0.03,
         usage_decay: float = 0.99,
+        init: str = "random",
     ) -> None:
         super().__init__()
+        if init not in ("random", "data"):
+            raise ValueError(f"codebook_init must be 'random' or 'data', got {init!r}")
         self.codebooks = nn.Parameter(torch.randn(n_codebooks, codebook_size, dim) * dim**-0.5)
         self.commitment_weight = commitment_weight
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
         self.register_buffer("usage", torch.ones(n_codebooks, codebook_size))  # EMA, 1 = uniform rate
+        # saved with the weights, so a resumed or reloaded model never re-initialises trained codes
+        self.register_buffer("initialized", torch.tensor(init == "random"))
         self.revived = 0  # codes reset so far (a diagnostic)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "initialized", torch.tensor(True))  # checkpoints from before the flag
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def code_usage(self) -> dict[str, list[float]]:
+        """Per level, from the EMA usage: ``perplexity`` (exp of the usage entropy; the codebook size when every
+        code is used equally, 1 when one code takes every row) and ``max_share`` (the busiest code's share)."""
+        share = self.usage / self.usage.sum(1, keepdim=True)
+        entropy = -(share * share.clamp_min(1e-12).log()).sum(1)
+        return {"perplexity": entropy.exp().tolist(), "max_share": share.max(1).values.tolist()}
+
+    @torch.no_grad()
+    def _init_from_batch(self, rows: torch.Tensor) -> None:
+        """Each level's codes <- evenly spaced rows of the level's residuals (deterministic, no RNG draw)."""
+        residual = rows.detach()
+        size = self.codebooks.shape[1]
+        for level in range(self.codebooks.shape[0]):
+            pick = torch.linspace(0, residual.shape[0] - 1, size, device=residual.device).long()
+            self.codebooks.data[level] = residual[pick]
+            residual = residual - self.codebooks[level][self._nearest(residual, level)]
+        self.initialized.fill_(True)
 
     @torch.no_grad()
     def _nearest(self, residual: torch.Tensor, level: int) -> torch.Tensor:
@@ -132,6 +163,8 @@ class ResidualVQ(nn.Module):
         shape = z.shape
         flat = z.reshape(-1, shape[-1])
         keep = torch.ones(flat.shape[0], dtype=torch.bool, device=z.device) if mask is None else mask.reshape(-1)
+        if self.training and not bool(self.initialized) and bool(keep.any()):
+            self._init_from_batch(flat[keep])
         residual = flat.detach()
         total = torch.zeros_like(flat)
         codebook_loss = flat.new_zeros(())
@@ -194,7 +227,13 @@ class ConditionalMemory(nn.Module):
         self.time_proj = nn.Linear(1, dim)
         self.to_pattern = nn.Linear(2 * dim, dim)
         self.rvq = ResidualVQ(
-            dim, cfg.n_codebooks, cfg.codebook_size, cfg.commitment_weight, cfg.dead_code_threshold, cfg.usage_decay
+            dim,
+            cfg.n_codebooks,
+            cfg.codebook_size,
+            cfg.commitment_weight,
+            cfg.dead_code_threshold,
+            cfg.usage_decay,
+            cfg.codebook_init,
         )
         self.reinject = nn.Linear(dim, dim) if cfg.reinject else None
         self.key = nn.Linear(dim, cfg.n_heads * head_dim)

@@ -61,3 +61,4 @@ def test_quality_run_records_the_valid_curve_per_epoch(monkeypatch):
     assert all(0.0 <= point["ndcg@10"] <= 1.0 and point["seconds"] > 0 for point in run["valid_curve"])
     best = max(run["valid_curve"], key=lambda point: point["ndcg@10"])
     assert run["best_epoch"] == best["epoch"] and run["valid_ndcg@10"] == best["ndcg@10"]
+    assert run["codebook_usage"] is None  # GDN has no memory

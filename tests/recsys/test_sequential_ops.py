@@ -156,3 +156,37 @@ def test_rvq_straight_through_and_dead_code_revival():
     assert torch.allclose(z.grad, torch.ones_like(z))  # straight-through
     assert rvq.revived == 7 and float(rvq.codebooks[0, 1:].detach().abs().max()) < 100.0
     assert torch.isfinite(loss)
+
+
+def test_rvq_data_init_takes_codes_from_the_first_training_batch_once():
+    torch.manual_seed(0)
+    z = torch.randn(200, 4) * 10 + 50  # far from the N(0, 1/dim) random codes
+    rvq = ResidualVQ(4, n_codebooks=2, codebook_size=8, init="data")
+    assert not bool(rvq.initialized)
+    rvq.eval()(z)
+    assert not bool(rvq.initialized)  # evaluation never initialises
+    rvq.train()(z)
+    assert bool(rvq.initialized)
+    first = rvq.codebooks.detach().clone()
+    assert float((first[0] - 50).abs().mean()) < 15  # level 0 codes are rows of z, at its scale
+    assert rvq.code_usage()["perplexity"][0] > 2  # rows spread over several codes, not one
+    rvq(z + 1)
+    assert torch.equal(rvq.codebooks.detach(), first)  # once only
+    fresh = ResidualVQ(4, n_codebooks=2, codebook_size=8, init="data")
+    fresh.load_state_dict(rvq.state_dict())
+    assert bool(fresh.initialized) and torch.equal(fresh.codebooks, rvq.codebooks)
+    old = {k: v for k, v in rvq.state_dict().items() if k != "initialized"}  # a checkpoint from before the flag
+    older = ResidualVQ(4, n_codebooks=2, codebook_size=8, init="data")
+    older.load_state_dict(old)
+    assert bool(older.initialized)  # trained codes are never overwritten by a later first batch
+    with pytest.raises(ValueError, match="codebook_init"):
+        ResidualVQ(4, 1, 8, init="kmeans")
+
+
+def test_rvq_code_usage_reports_perplexity_and_busiest_share():
+    rvq = ResidualVQ(4, n_codebooks=2, codebook_size=8)
+    usage = rvq.code_usage()
+    assert usage["perplexity"] == pytest.approx([8.0, 8.0]) and usage["max_share"] == pytest.approx([1 / 8] * 2)
+    rvq.usage[1] = torch.tensor([93.0] + [1.0] * 7)
+    usage = rvq.code_usage()
+    assert usage["max_share"][1] == pytest.approx(0.93) and 1.0 < usage["perplexity"][1] < 2.0
