@@ -113,7 +113,7 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
             for h in trainer.history
             if "valid" in h
         ],
-        "codebook_usage": _codebook_usage(model),
+        "codebook_usage": model.code_usage() if hasattr(model, "code_usage") else None,  # SinkRec's RVQ
         "n_users": result.get("n_users"),
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],
@@ -124,13 +124,6 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
         "train_config": {k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "patience", "max_minutes")},
         "model_config": dataclasses.asdict(model.config),
     }
-
-
-def _codebook_usage(model: Any) -> list[dict[str, list[float]]] | None:
-    """SinkRec's RVQ code usage per block (perplexity and busiest code's share per level), else None."""
-    blocks = getattr(model, "blocks", None)
-    memories = [b.memory for b in blocks or [] if getattr(b, "memory", None) is not None]
-    return [m.rvq.code_usage() for m in memories] or None
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -161,7 +154,12 @@ def equal_epoch_rows(runs: list[dict[str, Any]], epochs: list[int]) -> list[dict
     for run in runs:
         curve = run.get("valid_curve")
         if not curve:
-            logger.warning("%s %s seed %s has no valid_curve; left out of the equal-epoch table", *_run_key(run))
+            logger.warning(
+                "%s %s seed %s has no valid_curve; left out of the equal-epoch table",
+                run["preset"],
+                run["model"],
+                run["seed"],
+            )
             continue
         by_epoch = {point["epoch"]: point["ndcg@10"] for point in curve}
         row: dict[str, Any] = {"preset": run["preset"], "model": run["model"], "seed": run["seed"]}
@@ -169,10 +167,6 @@ def equal_epoch_rows(runs: list[dict[str, Any]], epochs: list[int]) -> list[dict
         row["epochs_run"] = run.get("epochs_run")
         rows.append(row)
     return rows
-
-
-def _run_key(run: dict[str, Any]) -> tuple[str, str, Any]:
-    return run["preset"], run["model"], run["seed"]
 
 
 def quality(args: argparse.Namespace) -> int:

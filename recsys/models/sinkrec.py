@@ -120,17 +120,6 @@ class ResidualVQ(nn.Module):
         return {"perplexity": entropy.exp().tolist(), "max_share": share.max(1).values.tolist()}
 
     @torch.no_grad()
-    def _init_from_batch(self, rows: torch.Tensor) -> None:
-        """Each level's codes <- evenly spaced rows of the level's residuals (deterministic, no RNG draw)."""
-        residual = rows.detach()
-        size = self.codebooks.shape[1]
-        for level in range(self.codebooks.shape[0]):
-            pick = torch.linspace(0, residual.shape[0] - 1, size, device=residual.device).long()
-            self.codebooks.data[level] = residual[pick]
-            residual = residual - self.codebooks[level][self._nearest(residual, level)]
-        self.initialized.fill_(True)
-
-    @torch.no_grad()
     def _nearest(self, residual: torch.Tensor, level: int) -> torch.Tensor:
         book = self.codebooks[level]
         dist = residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ book.T + book.pow(2).sum(-1)
@@ -151,12 +140,18 @@ class ResidualVQ(nn.Module):
 
     @torch.no_grad()
     def init_from(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
-        """Data initialisation: each level's codes are random residuals of ``z`` at that level."""
+        """Data initialisation: each level's codes become residuals of ``z`` at that level, drawn with
+        ``generator``, or evenly spaced rows without one (deterministic, no global RNG draw)."""
         residual = z.detach().reshape(-1, z.shape[-1])
+        size = self.codebooks.shape[1]
         for level in range(self.codebooks.shape[0]):
-            pick = torch.randint(0, residual.shape[0], (self.codebooks.shape[1],), generator=generator)
+            if generator is None:
+                pick = torch.linspace(0, residual.shape[0] - 1, size).long()
+            else:
+                pick = torch.randint(0, residual.shape[0], (size,), generator=generator)
             self.codebooks.data[level] = residual[pick.to(residual.device)]
             residual = residual - self.codebooks[level][self._nearest(residual, level)]
+        self.initialized.fill_(True)
 
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(straight-through quantised z, loss) for z [..., dim]; ``mask`` marks the real (non-pad) rows."""
@@ -164,7 +159,7 @@ class ResidualVQ(nn.Module):
         flat = z.reshape(-1, shape[-1])
         keep = torch.ones(flat.shape[0], dtype=torch.bool, device=z.device) if mask is None else mask.reshape(-1)
         if self.training and not bool(self.initialized) and bool(keep.any()):
-            self._init_from_batch(flat[keep])
+            self.init_from(flat[keep])
         residual = flat.detach()
         total = torch.zeros_like(flat)
         codebook_loss = flat.new_zeros(())
@@ -401,6 +396,10 @@ class SinkRec(SequentialRecommender):
             x, loss, _ = self._block(loop)(x, gaps, mask)
             aux = aux + loss
         return self.final_norm(x), self.config.memory_loss_weight * aux / self.config.n_loops
+
+    def code_usage(self) -> list[dict[str, list[float]]] | None:
+        """Each block's RVQ code usage (``ResidualVQ.code_usage``); None without memory."""
+        return [b.memory.rvq.code_usage() for b in self.blocks if b.memory is not None] or None
 
     def stream_init(self, batch_size: int = 1) -> list[dict[str, Any]]:
         device = self.item_embedding.weight.device
