@@ -173,3 +173,54 @@ def sum_of_squares(*tensors: torch.Tensor) -> torch.Tensor:
     """sum(t ** 2) over all the tensors, as dot products: on a CPU its backward costs half that of
     ``t.pow(2).sum()`` (whose gradient recomputes a power and broadcasts a scalar), a quarter of a BPR step."""
     return sum(torch.dot(t.reshape(-1), t.reshape(-1)) for t in tensors)
+
+
+class _FusedBPR(torch.autograd.Function):
+    """mean(-log sigmoid(<u, p - n>)) + reg * (|u|^2 + |p|^2 + |n|^2) / (2B), with its gradient written out.
+
+    Autograd would take ~9 elementwise passes over the [B, d] batch (the two products, their sums, the three
+    squares, and the adds that gather u's three gradients); the closed form takes four. On a CPU that halves
+    the loss's forward + backward, the larger part of a BPR-MF step.
+    """
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg: float) -> torch.Tensor:
+        diff = pos - neg
+        x = (u * diff).sum(-1)
+        n = u.shape[0]
+        loss = -torch.nn.functional.logsigmoid(x).mean()
+        if reg:
+            loss = loss + reg * sum_of_squares(u, pos, neg) / (2 * n)
+        ctx.save_for_backward(u, pos, neg, diff, x)
+        ctx.reg = reg
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        u, pos, neg, diff, x = ctx.saved_tensors
+        n = u.shape[0]
+        # d/dx of -log sigmoid(x) is sigmoid(x) - 1; the mean divides by n
+        coef = (torch.sigmoid(x) - 1).mul_(grad / n).unsqueeze(1)
+        coef_u = coef * u
+        r = ctx.reg * grad / n
+        grad_u = (diff * coef).add_(u * r) if ctx.reg else diff * coef
+        grad_pos = coef_u.add(pos * r) if ctx.reg else coef_u
+        grad_neg = (neg * r).sub_(coef_u) if ctx.reg else -coef_u
+        return grad_u, grad_pos, grad_neg, None
+
+
+def bpr_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, reg_weight: float = 0.0) -> torch.Tensor:
+    """The BPR loss of one sampled negative per positive, ``mean(-log sigmoid(<u, pos> - <u, neg>))``, plus
+    ``reg_weight * (|u|^2 + |pos|^2 + |neg|^2) / (2 * batch)`` (L2 on these very embeddings; pass 0 and add
+    your own term when the regularised tensors differ, as LightGCN's ego embeddings do).
+
+    ``u``, ``pos`` and ``neg`` are [batch, dim]. Its gradient is the closed form (same values as autograd's
+    to float rounding, tested), which costs half of autograd's on a CPU.
+    """
+    if not (u.dim() == pos.dim() == neg.dim() == 2 and u.shape == pos.shape == neg.shape):
+        raise ValueError(
+            f"bpr_loss needs three [batch, dim] tensors of one shape, got {tuple(u.shape)}, "
+            f"{tuple(pos.shape)}, {tuple(neg.shape)}"
+        )
+    return _FusedBPR.apply(u, pos, neg, float(reg_weight))

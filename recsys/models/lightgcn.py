@@ -8,11 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recsys.models import register
-from recsys.models.base import Recommender, sum_of_squares
+from recsys.models.base import Recommender, bpr_loss, sum_of_squares
 from recsys.sampling import PairwiseDataset
 
 
@@ -118,13 +117,12 @@ class LightGCN(Recommender):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user_final, item_final = self.propagate()
         users, pos, neg = batch["users"], batch["pos_items"], batch["neg_items"]
-        u = user_final[users]
-        pos_scores = (u * item_final[pos]).sum(-1)
-        neg_scores = (u * item_final[neg]).sum(-1)
-        bpr = -F.logsigmoid(pos_scores - neg_scores).mean()
-        ego_u = self.embedding.weight[users]
-        ego_p = self.embedding.weight[pos + self.n_users]
-        ego_n = self.embedding.weight[neg + self.n_users]
+        u = user_final.index_select(0, users)
+        bpr = bpr_loss(u, item_final.index_select(0, pos), item_final.index_select(0, neg))
+        ego = self.embedding.weight
+        ego_u = ego.index_select(0, users)
+        ego_p = ego.index_select(0, pos + self.n_users)
+        ego_n = ego.index_select(0, neg + self.n_users)
         reg = sum_of_squares(ego_u, ego_p, ego_n) / (2 * len(users))
         return bpr + self.config.reg_weight * reg
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.models import register
-from recsys.models.base import Recommender, sum_of_squares
+from recsys.models.base import Recommender, bpr_loss, sum_of_squares
 from recsys.sampling import PairwiseDataset
 
 
@@ -50,15 +50,17 @@ class BPRMF(Recommender):
         )
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        u = self.user_embedding(batch["users"])
-        pos = self.item_embedding(batch["pos_items"])
-        neg = self.item_embedding(batch["neg_items"])
-        pos_scores = (u * pos).sum(-1)
-        if neg.dim() == 3:  # several negatives per positive
-            neg_scores = torch.einsum("bd,bnd->bn", u, neg)
-            bpr = -F.logsigmoid(pos_scores.unsqueeze(1) - neg_scores).mean()
-        else:
-            bpr = -F.logsigmoid(pos_scores - (u * neg).sum(-1)).mean()
+        # index_select rather than the Embedding modules' forward: its backward (a scatter-add) is cheaper on
+        # a CPU than embedding_dense_backward
+        u = self.user_embedding.weight.index_select(0, batch["users"])
+        pos = self.item_embedding.weight.index_select(0, batch["pos_items"])
+        neg_items = batch["neg_items"]
+        if neg_items.dim() == 1:  # one negative per positive: the fused loss with its closed-form gradient
+            neg = self.item_embedding.weight.index_select(0, neg_items)
+            return bpr_loss(u, pos, neg, self.config.reg_weight)
+        neg = self.item_embedding(neg_items)  # [B, n_neg, d]
+        neg_scores = torch.einsum("bd,bnd->bn", u, neg)
+        bpr = -F.logsigmoid((u * pos).sum(-1).unsqueeze(1) - neg_scores).mean()
         reg = sum_of_squares(u, pos, neg) / (2 * len(u))
         return bpr + self.config.reg_weight * reg
 

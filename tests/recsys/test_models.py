@@ -166,3 +166,33 @@ def test_sum_of_squares_matches_pow_sum_and_its_gradient():
     assert torch.allclose(got, want)
     got.backward()
     assert torch.allclose(a.grad, 2 * a) and torch.allclose(b.grad, 2 * b)
+
+
+@pytest.mark.parametrize("reg", [0.0, 0.3])
+def test_fused_bpr_loss_matches_autograd_value_and_gradient(reg):
+    import torch
+    import torch.nn.functional as F
+
+    from recsys.models.base import bpr_loss
+
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(33, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    u, p, n = tensors
+    want = -F.logsigmoid((u * p).sum(-1) - (u * n).sum(-1)).mean()
+    want = want + reg * (u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()) / (2 * len(u))
+    want_grads = torch.autograd.grad(3.0 * want, tensors)  # an upstream gradient other than 1
+    got = bpr_loss(u, p, n, reg)
+    got_grads = torch.autograd.grad(3.0 * got, tensors)
+    assert torch.allclose(got, want, atol=1e-12)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: bpr_loss(*t, reg), tuple(tensors))
+
+
+def test_fused_bpr_loss_rejects_mismatched_shapes():
+    import torch
+
+    from recsys.models.base import bpr_loss
+
+    with pytest.raises(ValueError, match="bpr_loss needs three"):
+        bpr_loss(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4, 2, 3))
