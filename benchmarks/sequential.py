@@ -79,6 +79,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # not an ablation: per-loop weights, the other loop form the paper allows (two distinct layers, as GDN)
     "sinkrec-per-loop": ("sinkrec", {"shared_loop_weights": False}),
     "sinkrec-data-init": ("sinkrec", {"codebook_init": "data"}),  # codebooks from the first batch
+    "sinkrec-reinject-zero": ("sinkrec", {"reinject_init": "zero"}),  # re-injection starts switched off
 }
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 QUALITY_COLUMNS = ["preset", "model", "seeds", *METRICS, "anchor_hr@10", "anchor_ndcg@10", "epochs_run", "budget_stop"]

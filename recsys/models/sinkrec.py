@@ -70,6 +70,10 @@ class SinkRecConfig:
     # residuals of that batch (the local patterns' own scale; random codes can leave one code taking most rows)
     codebook_init: str = "random"
     reinject: bool = True
+    # "default": torch's Linear initialisation, the codes enter the token stream at full strength from step 0;
+    # "zero": W_r and its bias start at 0, so the model starts as if without re-injection and learns how much
+    # of it to use (the temporal gates start at zero for the same reason)
+    reinject_init: str = "default"
     # TDGD
     write_suppression: bool = True
     readout_purification: bool = True
@@ -230,7 +234,12 @@ class ConditionalMemory(nn.Module):
             cfg.usage_decay,
             cfg.codebook_init,
         )
+        if cfg.reinject_init not in ("default", "zero"):
+            raise ValueError(f"reinject_init must be 'default' or 'zero', got {cfg.reinject_init!r}")
         self.reinject = nn.Linear(dim, dim) if cfg.reinject else None
+        if self.reinject is not None and cfg.reinject_init == "zero":
+            nn.init.zeros_(self.reinject.weight)
+            nn.init.zeros_(self.reinject.bias)
         self.key = nn.Linear(dim, cfg.n_heads * head_dim)
         self.value = nn.Linear(dim, cfg.n_heads * head_dim)
 

@@ -240,3 +240,28 @@ def test_min_rating_filter(tmp_path):
     n_kept = kept.train.n_interactions + kept.valid.n_interactions + kept.test.n_interactions
     assert 0 < n_kept < n_full
     assert (kept.train.ratings >= 3).all() and (kept.test.ratings >= 3).all()
+
+
+def test_sinkrec_zero_initialised_reinjection_starts_as_none_and_learns(markov_split):
+    split = markov_split
+    torch.manual_seed(0)
+    model = build_model(
+        "sinkrec", split.train.n_users, split.train.n_items, {**SMALL["sinkrec"], "reinject_init": "zero"}
+    )
+    model.eval().set_eval_history(split.train)
+    layers = [m for m in model.modules() if getattr(m, "reinject", None) is not None]
+    assert layers and all(float(m.reinject.weight.abs().sum()) == 0 for m in layers)
+    with torch.no_grad():
+        scores = model.score(torch.arange(6))
+        for m in layers:
+            m.reinject, m._kept = None, m.reinject
+        without = model.score(torch.arange(6))
+        for m in layers:
+            m.reinject = m._kept
+    torch.testing.assert_close(scores, without)  # the zero map adds exactly nothing at the start
+    model.train()
+    batch = model.train_dataset(split.train).__getitems__(list(range(16)))
+    model.loss(batch).backward()
+    assert all(float(m.reinject.weight.grad.abs().sum()) > 0 for m in layers)  # and it is trained from there
+    with pytest.raises(ValueError, match="reinject_init"):
+        build_model("sinkrec", 5, 7, {**SMALL["sinkrec"], "reinject_init": "small"})
