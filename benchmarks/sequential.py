@@ -128,10 +128,13 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean (and std over seeds) per (preset, model), with the published anchor beside it."""
+    """Mean (and std over seeds) per (preset, model, epochs trained), with the published anchor beside it.
+
+    Seeds trained for different numbers of epochs (say one stopped by a time budget at 23, one capped at 13)
+    are different measurements, not samples of one: they get a row each rather than a mean."""
     rows = []
-    for preset, variant in dict.fromkeys((r["preset"], r["model"]) for r in runs):
-        group = [r for r in runs if r["preset"] == preset and r["model"] == variant]
+    for preset, variant, epochs in dict.fromkeys((r["preset"], r["model"], r.get("epochs_run")) for r in runs):
+        group = [r for r in runs if (r["preset"], r["model"], r.get("epochs_run")) == (preset, variant, epochs)]
         row: dict[str, Any] = {"preset": preset, "model": variant, "seeds": len(group)}
         for metric in (*METRICS, "epochs_run", "seconds_per_epoch"):
             values = [r[metric] for r in group if r.get(metric) is not None]

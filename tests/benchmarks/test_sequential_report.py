@@ -62,3 +62,14 @@ def test_quality_run_records_the_valid_curve_per_epoch(monkeypatch):
     best = max(run["valid_curve"], key=lambda point: point["ndcg@10"])
     assert run["best_epoch"] == best["epoch"] and run["valid_ndcg@10"] == best["ndcg@10"]
     assert run["codebook_usage"] is None  # GDN has no memory
+
+
+def test_report_keeps_runs_of_different_lengths_apart(tmp_path):
+    runs = [_run("gdn", 0, 0.3) | {"epochs_run": 23}, _run("gdn", 1, 0.2) | {"epochs_run": 13}]
+    runs.append(_run("gdn", 2, 0.4) | {"epochs_run": 13})
+    path, out = tmp_path / "runs.json", tmp_path / "merged.json"
+    path.write_text(json.dumps({"runs": runs}))
+    assert sequential.main(["report", str(path), "--out", str(out)]) == 0
+    rows = {row["epochs_run"]: row for row in json.loads(out.read_text())["summary"]}
+    assert rows[23]["seeds"] == 1 and rows[23]["hr@10"] == pytest.approx(0.3)
+    assert rows[13]["seeds"] == 2 and rows[13]["hr@10"] == pytest.approx(0.3)  # mean of 0.2 and 0.4

@@ -223,12 +223,20 @@ def test_model_crash_is_500_and_the_server_keeps_serving(server: ChatServer, cap
 
 
 def test_requests_are_logged(server: ChatServer, caplog: pytest.LogCaptureFixture) -> None:
+    def logged(predicate) -> bool:
+        # the server thread writes its access line after the reply, so the client may return first: wait for it
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if any(predicate(r.getMessage()) for r in caplog.records if r.name == "mllm.serve"):
+                return True
+            time.sleep(0.01)
+        return False
+
     with caplog.at_level("INFO", logger="mllm.serve"):
         OpenAIChatModel(server.url, model=SERVED).generate(HELLO)
         call(server.url + "/nowhere")
-    lines = [r.getMessage() for r in caplog.records if r.name == "mllm.serve"]
-    assert any(line.startswith("POST /v1/chat/completions 200") and "prompt=2" in line for line in lines)
-    assert any(line.startswith("GET /v1/nowhere 404") for line in lines)
+        assert logged(lambda line: line.startswith("POST /v1/chat/completions 200") and "prompt=2" in line)
+        assert logged(lambda line: line.startswith("GET /v1/nowhere 404"))
 
 
 def test_generation_is_serialised() -> None:
