@@ -132,9 +132,11 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Seeds trained for different numbers of epochs (say one stopped by a time budget at 23, one capped at 13)
     are different measurements, not samples of one: they get a row each rather than a mean."""
+    groups: dict[tuple[str, str, Any], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["preset"], run["model"], run.get("epochs_run")), []).append(run)
     rows = []
-    for preset, variant, epochs in dict.fromkeys((r["preset"], r["model"], r.get("epochs_run")) for r in runs):
-        group = [r for r in runs if (r["preset"], r["model"], r.get("epochs_run")) == (preset, variant, epochs)]
+    for (preset, variant, _), group in groups.items():
         row: dict[str, Any] = {"preset": preset, "model": variant, "seeds": len(group)}
         for metric in (*METRICS, "epochs_run", "seconds_per_epoch"):
             values = [r[metric] for r in group if r.get(metric) is not None]

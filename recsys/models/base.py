@@ -202,11 +202,14 @@ class _FusedBPR(torch.autograd.Function):
         n = u.shape[0]
         # d/dx of -log sigmoid(x) is sigmoid(x) - 1; the mean divides by n
         coef = (torch.sigmoid(x) - 1).mul_(grad / n).unsqueeze(1)
-        coef_u = coef * u
-        r = ctx.reg * grad / n
-        grad_u = (diff * coef).add_(u * r) if ctx.reg else diff * coef
-        grad_pos = coef_u.add(pos * r) if ctx.reg else coef_u
-        grad_neg = (neg * r).sub_(coef_u) if ctx.reg else -coef_u
+        grad_u = diff * coef
+        grad_pos = coef * u
+        grad_neg = -grad_pos
+        if ctx.reg:  # the L2 term's gradient, reg * t / n for each t
+            r = ctx.reg * grad / n
+            grad_u.add_(u * r)
+            grad_pos.add_(pos * r)
+            grad_neg.add_(neg * r)
         return grad_u, grad_pos, grad_neg, None
 
 

@@ -117,8 +117,9 @@ class LightGCN(Recommender):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         user_final, item_final = self.propagate()
         users, pos, neg = batch["users"], batch["pos_items"], batch["neg_items"]
-        u = user_final.index_select(0, users)
-        bpr = bpr_loss(u, item_final.index_select(0, pos), item_final.index_select(0, neg))
+        bpr = bpr_loss(
+            user_final.index_select(0, users), item_final.index_select(0, pos), item_final.index_select(0, neg)
+        )
         ego = self.embedding.weight
         ego_u = ego.index_select(0, users)
         ego_p = ego.index_select(0, pos + self.n_users)
