@@ -210,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", choices=["recbole"], help="also train the peer library on the same split")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--num-workers", type=int, help="DataLoader workers building the training batches")
+    parser.add_argument(
+        "--sampling",
+        choices=["loader", "device"],
+        help="loader: CPU DataLoader batches (default); device: each epoch drawn on the training device (GPUs)",
+    )
     parser.add_argument("--lr", type=float)
     parser.add_argument("--eval-every", type=int, help="epochs between validation evaluations")
     parser.add_argument("--max-minutes", type=float, help="training time budget per run (reported in the JSON)")
@@ -232,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.epochs:
         overrides["epochs"] = args.epochs
-    for key in ("patience", "batch_size", "lr", "eval_every", "max_minutes", "curve_every", "num_workers"):
+    for key in ("patience", "batch_size", "lr", "eval_every", "max_minutes", "curve_every", "num_workers", "sampling"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     model_options = parse_overrides(["--" + opt for opt in args.option])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -125,11 +127,21 @@ class PairwiseDataset(Dataset):
         rng = self._batch_rng(idx)
         users, positives = self._draw(idx, rng)
         negatives = sample_negatives(users, self.lookup, self.n_items, rng, self.n_neg)
+        return self.make_batch(torch.from_numpy(users), torch.from_numpy(positives), torch.from_numpy(negatives))
+
+    def make_batch(
+        self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The batch dict from users ``[B]``, positives ``[B]`` and negatives ``[B, n_neg]`` (any device)."""
         return {
-            "users": torch.from_numpy(users),
-            "pos_items": torch.from_numpy(positives),
-            "neg_items": torch.from_numpy(negatives if self.n_neg > 1 else negatives[:, 0]),
+            "users": users,
+            "pos_items": positives,
+            "neg_items": negatives if self.n_neg > 1 else negatives[:, 0],
         }
+
+    def device_sampler(self, device: str | torch.device) -> DeviceEpochSampler:
+        """This dataset's examples drawn a whole epoch at a time on ``device`` (see ``DeviceEpochSampler``)."""
+        return DeviceEpochSampler(self, device)
 
 
 def collate_batch(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -184,16 +196,102 @@ class EpochSeededBatchSampler(torch.utils.data.BatchSampler):
 class PointwiseDataset(PairwiseDataset):
     """Each training positive with ``n_neg`` sampled negatives, flattened to (user, item, label) rows."""
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64)
-        rng = self._batch_rng(idx)
-        users, positives = self._draw(idx, rng)
-        negatives = sample_negatives(users, self.lookup, self.n_items, rng, self.n_neg)
-        all_users = np.concatenate([users, np.repeat(users, self.n_neg)])
-        all_items = np.concatenate([positives, negatives.reshape(-1)])
-        labels = np.concatenate([np.ones(len(users)), np.zeros(negatives.size)]).astype(np.float32)
+    def make_batch(
+        self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        n_neg = negatives.shape[1]
+        labels = torch.zeros(len(users) * (1 + n_neg), dtype=torch.float32, device=users.device)
+        labels[: len(users)] = 1.0
         return {
-            "users": torch.from_numpy(all_users),
-            "items": torch.from_numpy(all_items),
-            "labels": torch.from_numpy(labels),
+            "users": torch.cat([users, users.repeat_interleave(n_neg)]),
+            "items": torch.cat([positives, negatives.reshape(-1)]),
+            "labels": labels,
         }
+
+
+class DeviceEpochSampler:
+    """A ``PairwiseDataset``'s (or ``PointwiseDataset``'s) examples for a whole epoch, drawn with torch on the
+    training device and cut into batches there (``TrainConfig.sampling = "device"``).
+
+    A DataLoader builds each batch on the CPU, in worker processes, and copies it to the device: for the small
+    batches of embedding models on a GPU that per-batch overhead (worker IPC, collation, host-to-device copies)
+    costs more than the step itself. Here one epoch is a handful of large kernels: the examples (the
+    interactions in a random order, or uniform users and one of their positives), uniform negatives re-drawn
+    while they hit a training positive (binary search over the sorted (user, item) keys), then slices.
+
+    The draws depend only on ``(seed, epoch)`` (so a resumed run sees the same epochs), but they are torch's
+    random streams, not the DataLoader path's numpy ones: the two modes give different, equally valid samples.
+    """
+
+    def __init__(self, dataset: PairwiseDataset, device: str | torch.device, max_rounds: int = 20) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.max_rounds = int(max_rounds)
+
+        def put(array: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.long, device=self.device)
+
+        self.users = put(dataset.users)
+        self.items = put(dataset.items)
+        self.indptr = put(dataset._indptr)
+        self.indices = put(dataset._indices)
+        self.active_users = put(dataset._active_users)
+        self.keys = put(dataset.lookup.keys)  # sorted user * n_items + item of every training positive
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed((self.dataset.seed * 1_000_003 + int(epoch)) % (2**63))
+        return generator
+
+    def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Boolean tensor: is each (user, item) pair a training positive?"""
+        if self.keys.numel() == 0:
+            return torch.zeros_like(users, dtype=torch.bool)
+        query = users * self.dataset.n_items + items
+        pos = torch.searchsorted(self.keys, query).clamp_(max=self.keys.numel() - 1)
+        return self.keys[pos] == query
+
+    def draw(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(users ``[N]``, positives ``[N]``, negatives ``[N, n_neg]``) of one epoch, ``N = len(self)``."""
+        n, n_neg, n_items = len(self), self.dataset.n_neg, self.dataset.n_items
+        generator = self._generator(epoch)
+        if self.dataset.sample_by == "interaction":
+            order = torch.randperm(n, generator=generator, device=self.device)
+            users, positives = self.users[order], self.items[order]
+        else:
+            pick = torch.randint(self.active_users.numel(), (n,), generator=generator, device=self.device)
+            users = self.active_users[pick]
+            start = self.indptr[users]
+            count = self.indptr[users + 1] - start
+            offset = (torch.rand(n, generator=generator, device=self.device, dtype=torch.float64) * count).long()
+            positives = self.indices[start + torch.minimum(offset, count - 1)]
+        negatives = torch.randint(n_items, (n, n_neg), generator=generator, device=self.device)
+        owners = users.unsqueeze(1).expand(n, n_neg)
+        bad = self.is_positive(owners, negatives)
+        for _ in range(self.max_rounds):  # one host sync per round, a few rounds per epoch
+            n_bad = int(bad.sum())
+            if n_bad == 0:
+                break
+            redraw = torch.randint(n_items, (n_bad,), generator=generator, device=self.device)
+            negatives[bad] = redraw
+            bad[bad.clone()] = self.is_positive(owners[bad], redraw)
+        return users, positives, negatives
+
+    def n_batches(self, batch_size: int, num_processes: int = 1) -> int:
+        """Batches one process takes per epoch (every process the same number, so none waits at a collective)."""
+        total = -(-len(self) // int(batch_size))
+        return total if num_processes == 1 else total // num_processes
+
+    def epoch(
+        self, epoch: int, batch_size: int, process_index: int = 0, num_processes: int = 1
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches of ``epoch`` for one process: every ``num_processes``-th batch from ``process_index``
+        (all processes draw the same epoch from the same seed; a remainder that would be uneven is left out)."""
+        users, positives, negatives = self.draw(epoch)
+        for b in range(self.n_batches(batch_size, num_processes)):
+            start = (b * num_processes + process_index) * batch_size
+            stop = start + batch_size
+            yield self.dataset.make_batch(users[start:stop], positives[start:stop], negatives[start:stop])

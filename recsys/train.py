@@ -72,6 +72,10 @@ class TrainConfig:
     curve_every: int = 0  # every N epochs also record test metrics as a learning curve (never used to select)
     max_minutes: float = 0.0  # stop after this much training time (0: no limit); reported as stopped_by_budget
     check_every: int = 50  # steps between checks that the loss is finite (each check syncs a GPU)
+    # "loader": a DataLoader builds each batch on the CPU (num_workers processes); "device": the dataset draws
+    # a whole epoch on the training device and slices it (datasets with ``device_sampler``: bpr, neumf,
+    # lightgcn), which removes the per-batch CPU work and copies that dominate small-model steps on a GPU
+    sampling: str = "loader"
 
 
 @dataclasses.dataclass
@@ -294,16 +298,29 @@ class Trainer:
         dataset = raw_model.train_dataset(self.split.train)
         if hasattr(dataset, "seed"):
             dataset.seed = cfg.seed
+        if cfg.sampling not in ("loader", "device"):
+            raise ConfigError(f"sampling must be 'loader' or 'device', got {cfg.sampling!r}")
+        if cfg.sampling == "device" and not hasattr(dataset, "device_sampler"):
+            raise ConfigError(
+                f"sampling='device': {type(dataset).__name__} (model {raw_model.name!r}) builds its batches on "
+                "the CPU only; use sampling='loader'"
+            )
         sampler = EpochSeededSampler(len(dataset), cfg.seed)
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=EpochSeededBatchSampler(sampler, cfg.batch_size),
-            collate_fn=collate_batch,
-            num_workers=cfg.num_workers,
-            persistent_workers=False,  # workers must see each epoch's set_epoch
-        )
         optimizer = self._make_optimizer(raw_model)
-        model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
+        device_sampler = None
+        if cfg.sampling == "device":
+            model, optimizer = acc.prepare(raw_model, optimizer)
+            device_sampler = dataset.device_sampler(acc.device)
+            loader = None
+        else:
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=EpochSeededBatchSampler(sampler, cfg.batch_size),
+                collate_fn=collate_batch,
+                num_workers=cfg.num_workers,
+                persistent_workers=False,  # workers must see each epoch's set_epoch
+            )
+            model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
         backward, optimizer_step, zero_grad = _step_functions(acc, optimizer)
 
         start_epoch, best_epoch, best_value, best_state, bad_evals = 0, -1, -math.inf, None, 0
@@ -319,15 +336,26 @@ class Trainer:
             acc.unwrap_model(model).on_epoch_start(epoch)
             # the prepared loader forwards the epoch to the sampler and the dataset (accelerate otherwise counts
             # its own iterations from 0, which would replay epoch 0's order and negatives after a resume)
-            if hasattr(loader, "set_epoch"):
-                loader.set_epoch(epoch)
+            if device_sampler is not None:
+                batches = device_sampler.epoch(epoch, cfg.batch_size, acc.process_index, acc.num_processes)
+                n_batches = device_sampler.n_batches(cfg.batch_size, acc.num_processes)
             else:
-                sampler.set_epoch(epoch)
-                if hasattr(dataset, "set_epoch"):
-                    dataset.set_epoch(epoch)
+                if hasattr(loader, "set_epoch"):
+                    loader.set_epoch(epoch)
+                else:
+                    sampler.set_epoch(epoch)
+                    if hasattr(dataset, "set_epoch"):
+                        dataset.set_epoch(epoch)
+                batches, n_batches = loader, len(loader)
             model.train()
             total, steps = torch.zeros((), device=acc.device), 0
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False)
+            bar = tqdm(
+                batches,
+                total=n_batches,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not self.progress,
+                leave=False,
+            )
             for batch in bar:
                 loss = model(batch)
                 if steps % max(cfg.check_every, 1) == 0 and not torch.isfinite(loss):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from recsys.sampling import PairwiseDataset, PointwiseDataset, PositiveLookup, sample_negatives
 
@@ -78,3 +79,39 @@ def test_batch_sampler_cuts_the_same_batches_as_the_stock_one(n, batch_size, dro
         seen.append(expected)
     if seen[0]:  # each epoch its own order
         assert seen[0] != seen[1]
+
+
+@pytest.mark.parametrize("cls", [PairwiseDataset, PointwiseDataset])
+@pytest.mark.parametrize("sample_by", ["interaction", "user"])
+def test_device_sampler_draws_valid_reproducible_epochs(cls, sample_by):
+    """The on-device epoch: real positives, negatives never positives (dense data forces re-draws), the
+    interactions each once per epoch, the same epoch from the same seed, batches that tile the epoch."""
+    csr = _random_csr(density=0.5)
+    coo = csr.tocoo()
+    data = cls(coo.row, coo.col, 40, csr, n_neg=2, seed=5, sample_by=sample_by)
+    sampler = data.device_sampler("cpu")
+    lookup = PositiveLookup(csr)
+    users, positives, negatives = (t.numpy() for t in sampler.draw(0))
+    assert users.shape == positives.shape == (coo.nnz,) and negatives.shape == (coo.nnz, 2)
+    assert lookup.contains(users, positives).all()
+    assert not lookup.contains(np.repeat(users, 2), negatives.ravel()).any()
+    assert ((negatives >= 0) & (negatives < 40)).all()
+    if sample_by == "interaction":
+        drawn = np.sort(users * 40 + positives)
+        np.testing.assert_array_equal(drawn, np.sort(coo.row.astype(np.int64) * 40 + coo.col))
+    else:
+        assert 3 not in set(users.tolist())
+    again = sampler.draw(0)
+    assert np.array_equal(again[0].numpy(), users) and np.array_equal(again[2].numpy(), negatives)
+    assert not np.array_equal(sampler.draw(1)[2].numpy(), negatives)
+
+    batches = list(sampler.epoch(0, batch_size=64))
+    assert len(batches) == sampler.n_batches(64) == -(-coo.nnz // 64)
+    key = "users"
+    assert sum(len(b[key]) for b in batches) == coo.nnz * (1 if cls is PairwiseDataset else 3)
+    if cls is PointwiseDataset:
+        assert batches[0]["labels"].sum() == 64 and batches[0]["labels"].shape == (64 * 3,)
+    # two processes take disjoint, equally many batches of the same epoch
+    shards = [list(sampler.epoch(0, 64, rank, 2)) for rank in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == sampler.n_batches(64, 2) == len(batches) // 2
+    assert torch.equal(shards[1][0]["users"], batches[1]["users"])

@@ -33,9 +33,12 @@ def test_registry_lists_builtin_models():
     assert model.score(torch.tensor([0, 4])).shape == (2, 7)
 
 
-def test_bpr_learns_what_popularity_cannot(clustered_dataset_dir, tmp_path):
+@pytest.mark.parametrize("sampling", ["loader", "device"])
+def test_bpr_learns_what_popularity_cannot(clustered_dataset_dir, tmp_path, sampling):
     pop = _train(clustered_dataset_dir, tmp_path / "pop", "pop")
-    bpr = _train(clustered_dataset_dir, tmp_path / "bpr", "bpr", "--epochs", "40", "--patience", "5")
+    bpr = _train(
+        clustered_dataset_dir, tmp_path / "bpr", "bpr", "--epochs", "40", "--patience", "5", "--sampling", sampling
+    )
     assert bpr["n_users"] == pop["n_users"] == 80  # every test user counts
     assert bpr["ndcg@10"] > pop["ndcg@10"] + 0.3
     assert bpr["hr@10"] > 0.8
@@ -84,8 +87,9 @@ def test_dataloader_workers_do_not_change_the_result(clustered_dataset_dir, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_continues_exactly_where_it_stopped(clustered_dataset_dir, tmp_path):
-    common = ["--patience", "0", "--eval_every", "1"]
+@pytest.mark.parametrize("sampling", ["loader", "device"])
+def test_resume_continues_exactly_where_it_stopped(clustered_dataset_dir, tmp_path, sampling):
+    common = ["--patience", "0", "--eval_every", "1", "--sampling", sampling]
     _train(clustered_dataset_dir, tmp_path / "straight", "bpr", "--epochs", "4", *common)
     _train(clustered_dataset_dir, tmp_path / "resumed", "bpr", "--epochs", "2", *common)
     first_half = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
@@ -140,6 +144,8 @@ def test_yaml_config_and_overrides(clustered_dataset_dir, tmp_path):
         (["--model", "bpr", "--bogus_option", "1"], "bogus_option"),
         (["--model", "no-such-model"], "no-such-model"),
         (["--model", "bpr", "--epochs", "many"], "epochs"),
+        (["--model", "bpr", "--sampling", "gpu"], "sampling"),
+        (["--model", "sasrec", "--sampling", "device"], "sampling='device'"),
     ],
 )
 def test_bad_training_options_give_one_clear_line(clustered_dataset_dir, capsys, argv, expected):
@@ -152,6 +158,14 @@ def test_bad_training_options_give_one_clear_line(clustered_dataset_dir, capsys,
 def test_evaluate_cli_on_a_folder_that_is_not_a_checkpoint(tmp_path, capsys):
     assert evaluate_main(["--checkpoint", str(tmp_path)]) == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["neumf", "lightgcn"])
+def test_device_sampling_trains_the_other_sampled_models(clustered_dataset_dir, tmp_path, model):
+    result = _train(clustered_dataset_dir, tmp_path / model, model, "--epochs", "6", "--sampling", "device")
+    history = json.loads((tmp_path / model / "run.json").read_text())["history"]
+    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert result["n_users"] == 80
 
 
 @pytest.mark.slow
