@@ -323,13 +323,15 @@ class Trainer:
             model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
         backward, optimizer_step, zero_grad = _step_functions(acc, optimizer)
 
+        use_valid = self.has_valid and bool(cfg.valid_metric)
         start_epoch, best_epoch, best_value, best_state, bad_evals = 0, -1, -math.inf, None, 0
         epoch_seconds: list[float] = []
         if resume_from is not None:
             start_epoch, best_epoch, best_value, bad_evals, epoch_seconds = self._resume(resume_from, optimizer)
-            best_state = self._load_best_state(resume_from)
+            # with validation the run returns its best epoch's weights (saved at that epoch); without, its last
+            # epoch's, and the folder's model.safetensors is only the final model of the run being continued
+            best_state = self._load_best_state(resume_from) if use_valid else None
 
-        use_valid = self.has_valid and bool(cfg.valid_metric)
         stopped_early = stopped_by_budget = False
         for epoch in range(start_epoch, cfg.epochs):
             tick = time.perf_counter()

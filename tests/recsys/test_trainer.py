@@ -117,6 +117,29 @@ def test_resume_continues_exactly_where_it_stopped(clustered_dataset_dir, tmp_pa
     assert state["epoch"] == 4 and len(state["history"]) == 4
 
 
+def test_resume_without_validation_ends_with_the_last_epoch(clustered_dataset_dir, tmp_path):
+    """A split with no valid part reports the last epoch; a resumed run must not fall back to the final model
+    of the run it continues (the folder's model.safetensors)."""
+    from recsys.data import load_dataset, make_split
+    from recsys.train import TrainConfig, Trainer
+
+    split = make_split(load_dataset(str(clustered_dataset_dir)), "loo", valid=False)
+
+    def run(out: Path, epochs: int, resume: bool = False) -> dict:
+        torch.manual_seed(0)
+        model = build_model("bpr", split.train.n_users, split.train.n_items, {})
+        config = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, seed=0)
+        return Trainer(model, split, config, out_dir=out, progress=False).fit(resume_from=out if resume else None)
+
+    straight = run(tmp_path / "straight", 4)
+    half = run(tmp_path / "resumed", 2)
+    resumed = run(tmp_path / "resumed", 4, resume=True)
+    assert resumed["best_epoch"] == resumed["epochs_run"] == 4
+    assert half["ndcg@20"] != pytest.approx(straight["ndcg@20"], abs=1e-6)
+    for key in ("ndcg@20", "recall@20", "hr@10"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-9)
+
+
 def test_yaml_config_and_overrides(clustered_dataset_dir, tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text("model: bpr\nepochs: 1\nembedding_dim: 16\nreg_weight: 0.001\n")
