@@ -481,7 +481,9 @@ class Trainer:
         epoch_seconds: list[float],
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        tick = time.perf_counter()
         test = self.evaluate("test", model)
+        test_seconds = time.perf_counter() - tick
         result: dict[str, Any] = {
             "model": model.name,
             **{k: self.run_info[k] for k in ("dataset", "protocol") if k in self.run_info},
@@ -491,6 +493,7 @@ class Trainer:
             "epochs_run": len(self.history),
             "seconds": time.perf_counter() - started,
             "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+            "test_seconds": test_seconds,  # the final full-ranking evaluation of every test user
             **(extra or {}),
         }
         if self.out_dir is not None and self.accelerator.is_main_process:
