@@ -305,14 +305,13 @@ class Trainer:
                 f"sampling='device': {type(dataset).__name__} (model {raw_model.name!r}) builds its batches on "
                 "the CPU only; use sampling='loader'"
             )
-        sampler = EpochSeededSampler(len(dataset), cfg.seed)
         optimizer = self._make_optimizer(raw_model)
         device_sampler = None
         if cfg.sampling == "device":
             model, optimizer = acc.prepare(raw_model, optimizer)
             device_sampler = dataset.device_sampler(acc.device)
-            loader = None
         else:
+            sampler = EpochSeededSampler(len(dataset), cfg.seed)
             loader = torch.utils.data.DataLoader(
                 dataset,
                 batch_sampler=EpochSeededBatchSampler(sampler, cfg.batch_size),
