@@ -9,6 +9,9 @@ Examples::
     python benchmarks/sequential.py quality --presets ml-100k --seeds 0 --epochs 30 --max-minutes 4 --tag cpu
     # scaling of training step time, inference latency and memory with the sequence length
     python benchmarks/sequential.py scaling --lengths 50 100 200 400 800 1600 4096 --tag cpu
+    # on a GPU with flash-linear-attention: fla's fused kernel against ours (equality, speed), then scaling with it
+    python benchmarks/sequential.py kernels --lengths 64 512 4096 --tag h200
+    python benchmarks/sequential.py scaling --kernel fla --tag h200_fla
     # how much of the recurrent state repeated patterns take (GDN vs SinkRec), synthetic or real data
     python benchmarks/sequential.py sink --tag cpu
     python benchmarks/sequential.py sink --preset ml-100k --out benchmarks/results/sequential_sink_cpu_ml100k.json
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import sys
 import time
@@ -39,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS_DIR, print_table, write_results
 from recsys.config import build_config
 from recsys.models import build_model, get_model_class
+from recsys.models.delta_rule import chunk_gated_delta_rule, fla_chunk_kernel, fla_gated_delta_rule
 from recsys.models.sequential import StreamingScorer
 from recsys.train import DataConfig, TrainConfig, Trainer, prepare_split
 
@@ -306,12 +311,16 @@ def scaling(args: argparse.Namespace) -> int:
     for length in args.lengths:
         for variant in args.models:
             model_name, options = VARIANTS[variant]
+            options = {**options, "max_len": length, "dropout": 0.0}
+            if model_name in ("gdn", "sinkrec"):
+                options["kernel"] = args.kernel
             torch.manual_seed(0)
-            model = build_model(model_name, 1, n_items, {**options, "max_len": length, "dropout": 0.0}).to(device)
+            model = build_model(model_name, 1, n_items, options).to(device)
             items = torch.randint(1, n_items + 1, (args.batch_size, length), device=device)
             gaps = torch.rand(args.batch_size, length, device=device)
-            {"items": items[:, :-1], "targets": items[:, 1:], "gaps": gaps[:, :-1]}
             row: dict[str, Any] = {"length": length, "model": variant, "batch_size": args.batch_size}
+            if "kernel" in options:
+                row["kernel"] = args.kernel
             try:
                 row.update(measure(model, items, gaps, args.repeats, streams=model_name != "sasrec"))
             except (RuntimeError, MemoryError) as exc:  # out of memory at long lengths is a result too
@@ -340,6 +349,79 @@ def scaling(args: argparse.Namespace) -> int:
     print_table(rows, columns, title=f"sequential scaling on {device} (batch {args.batch_size}, {n_items} items)")
     print(f"wrote {path}")
     print(f"wrote {plot_scaling(rows, path.with_suffix('.png'))}")
+    return 0
+
+
+def _relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """max |theirs - ours| / max |ours|: one scale-free number per tensor."""
+    return float((theirs.float() - ours.float()).abs().max() / ours.float().abs().max().clamp(min=1e-12))
+
+
+def _ours_fla_layout(q, k, v, g, beta) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our chunked rule on fla's [B, T, H, *] layout."""
+    o, state = chunk_gated_delta_rule(*(t.transpose(1, 2) for t in (q, k, v, g, beta)))
+    return o.transpose(1, 2), state
+
+
+def _kernel_run(fn, inputs: list[torch.Tensor], repeats: int):
+    """(output, final state, input gradients, seconds per forward + backward) of one kernel."""
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        for t in inputs:
+            t.grad = None
+        o, state = fn(*inputs)
+        (o.square().sum() + state.sum()).backward()
+        return o.detach(), state.detach()
+
+    o, state = step()
+    grads = [t.grad.clone() for t in inputs]
+    return o, state, grads, _timed(step, repeats)
+
+
+def kernels(args: argparse.Namespace) -> int:
+    """flash-linear-attention's fused chunk kernel against ours: outputs, final state, gradients and time."""
+    fused = fla_chunk_kernel()
+    if not torch.cuda.is_available() or fused is None:
+        logger.error(
+            "kernels needs a CUDA GPU and flash-linear-attention (pip install fla-core): cuda %s, fla %s",
+            torch.cuda.is_available(),
+            "importable" if fused is not None else "not importable",
+        )
+        return 2
+    device = torch.device("cuda")
+    rows: list[dict[str, Any]] = []
+    name = _result_name("kernels", args.tag)
+    for length in args.lengths:
+        gen = torch.Generator(device=device).manual_seed(0)
+        shape = (args.batch_size, length, args.heads, args.head_dim)
+        q, k = (torch.nn.functional.normalize(torch.randn(*shape, device=device, generator=gen), dim=-1) for _ in "qk")
+        v = torch.randn(*shape, device=device, generator=gen)
+        g = torch.nn.functional.logsigmoid(torch.randn(*shape[:3], device=device, generator=gen))
+        beta = torch.rand(*shape[:3], device=device, generator=gen)
+        inputs = [t.requires_grad_() for t in (q, k, v, g, beta)]
+        results = {
+            label: _kernel_run(fn, inputs, args.repeats)
+            for label, fn in (("torch", _ours_fla_layout), ("fla", functools.partial(fla_gated_delta_rule, fused)))
+        }
+        ours, theirs = results["torch"], results["fla"]
+        row: dict[str, Any] = {
+            "length": length,
+            "batch_size": args.batch_size,
+            "heads": args.heads,
+            "head_dim": args.head_dim,
+            "err_output": _relative_error(ours[0], theirs[0]),
+            "err_state": _relative_error(ours[1], theirs[1]),
+            "err_grad_max": max(_relative_error(a, b) for a, b in zip(ours[2], theirs[2], strict=True)),
+            "torch_fwd_bwd_s": ours[3],
+            "fla_fwd_bwd_s": theirs[3],
+        }
+        row["speedup"] = row["torch_fwd_bwd_s"] / row["fla_fwd_bwd_s"]
+        rows.append(row)
+        logger.info("%s", row)
+        path = write_results(name, {"device": torch.cuda.get_device_name(), "rows": rows}, args.out)
+    columns = ["length", "err_output", "err_state", "err_grad_max", "torch_fwd_bwd_s", "fla_fwd_bwd_s", "speedup"]
+    print_table(rows, columns, title=f"fla chunk_gated_delta_rule vs ours on {torch.cuda.get_device_name()}")
+    print(f"wrote {path}")
     return 0
 
 
@@ -600,6 +682,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--n-items", type=int, default=3000)
     s.add_argument("--repeats", type=int, default=2)
+    s.add_argument(
+        "--kernel", default="torch", choices=["torch", "fla", "auto"], help="delta-rule kernel of gdn and sinkrec"
+    )
+    f = sub.add_parser(
+        "kernels", parents=[common], help="fla's fused delta-rule kernel vs ours on a GPU: equality and speed"
+    )
+    f.add_argument("--lengths", nargs="+", type=int, default=[64, 512, 4096])
+    f.add_argument("--batch-size", type=int, default=8)
+    f.add_argument("--heads", type=int, default=2)
+    f.add_argument("--head-dim", type=int, default=32)
+    f.add_argument("--repeats", type=int, default=5)
     k = sub.add_parser(
         "sink", parents=[common], help="state share of repeated patterns: GDN vs SinkRec on planted data"
     )
@@ -617,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return {"quality": quality, "scaling": scaling, "sink": sink, "report": report}[args.kind](args)
+    return {"quality": quality, "scaling": scaling, "kernels": kernels, "sink": sink, "report": report}[args.kind](args)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,62 @@ start state S0 and cumulative log-decay G_t = sum_{s<=t} g_s, unrolling gives
 system ``(I + A) U = diag(beta) V - diag(beta e^G) K S0`` with ``A[t, s] = beta_t e^{G_t - G_s} k_t.k_s``
 for s < t. Outputs are ``O = (e^G * Q) S0 + (tril(Q K^T) * e^{G_t - G_s}) U`` and the next chunk starts from
 ``S_C = e^{G_C} S0 + (K * e^{G_C - G})^T U``: matrix products inside a chunk, a loop only over chunks.
+
+Kernels. ``GatedDeltaLayer(kernel=...)`` picks who runs the chunked form: ``"torch"`` (the code here, the
+default: exact float32 on any device), ``"fla"`` (flash-linear-attention's fused Triton kernel
+``fla.ops.gated_delta_rule.chunk_gated_delta_rule``, CUDA only, its own fixed chunk of 64; an error when it
+cannot run) or ``"auto"`` (fla on CUDA tensors when it is installed, ours otherwise). The one-step streaming
+update is always ours. ``benchmarks/sequential.py kernels`` checks fla against ours on a GPU.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
+
+KERNELS = ("torch", "fla", "auto")
+
+
+@functools.cache
+def fla_chunk_kernel() -> Callable | None:
+    """fla's ``chunk_gated_delta_rule`` when flash-linear-attention (fla-core) imports here, else None."""
+    try:
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    except Exception as exc:  # not installed, or a Triton that cannot start on this machine
+        logger.debug("flash-linear-attention unavailable: %s", exc)
+        return None
+    return chunk_gated_delta_rule
+
+
+def fla_for(tensor: torch.Tensor) -> Callable | None:
+    """The fla kernel if it can run on ``tensor``'s device (CUDA), else None."""
+    return fla_chunk_kernel() if tensor.is_cuda else None
+
+
+def fla_gated_delta_rule(kernel: Callable, q, k, v, g, beta, initial_state=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call fla's kernel on our [B, T, H, *] tensors; (o [B, T, H, V] float32, final state [B, H, K, V]).
+
+    q, k, v and beta go in their own dtype (float32 unless the caller autocasts), the log-decay g and the
+    state in float32, as fla's own GatedDeltaNet layer does; q and k arrive already L2-normalised.
+    """
+    o, state = kernel(
+        q,
+        k,
+        v,
+        g.float(),
+        beta.to(q.dtype),
+        initial_state=None if initial_state is None else initial_state.float(),
+        output_final_state=True,
+    )
+    return o.float(), state.float()
 
 
 def gated_delta_rule_step(
@@ -147,8 +194,19 @@ class GatedDeltaLayer(nn.Module):
     SinkRec reuses ``project``, ``gate_inputs`` and ``output`` to modify gates and readout.
     """
 
-    def __init__(self, dim: int, n_heads: int, head_dim: int | None = None, conv_size: int = 4, chunk_size: int = 64):
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        head_dim: int | None = None,
+        conv_size: int = 4,
+        chunk_size: int = 64,
+        kernel: str = "torch",
+    ):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
+        self.kernel = kernel
         self.n_heads = n_heads
         self.head_dim = head_dim or dim // n_heads
         self.chunk_size = chunk_size
@@ -208,8 +266,25 @@ class GatedDeltaLayer(nn.Module):
         if q.shape[1] == 1 and state is not None:
             o, state = gated_delta_rule_step(*(t[:, :, 0] for t in args), state)
             return o.unsqueeze(1), state
+        fused = self.fused_kernel(q)
+        if fused is not None:
+            return fla_gated_delta_rule(fused, q, k, v, g, beta, initial_state=state)
         o, state = chunk_gated_delta_rule(*args, initial_state=state, chunk_size=self.chunk_size)
         return o.transpose(1, 2), state
+
+    def fused_kernel(self, x: torch.Tensor) -> Callable | None:
+        """fla's kernel when ``kernel`` asks for it and it can run on x's device; None means ours."""
+        if self.kernel == "torch":
+            return None
+        fused = fla_for(x)
+        if fused is None and self.kernel == "fla":
+            reason = (
+                f"the tensors are on {x.device.type}, and fla's Triton kernels need CUDA"
+                if not x.is_cuda
+                else "flash-linear-attention is not installed here (pip install fla-core)"
+            )
+            raise RuntimeError(f"kernel='fla': {reason}; use kernel='auto' to fall back to the PyTorch kernel")
+        return fused
 
     # -- plain Gated DeltaNet ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

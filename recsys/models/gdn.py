@@ -30,6 +30,9 @@ class GDNConfig:
     ffn_mult: int = 2
     dropout: float = 0.2
     chunk_size: int = 64
+    # who runs the chunked delta rule: "torch" (ours), "fla" (flash-linear-attention's fused kernel, CUDA
+    # only) or "auto" (fla when it can run, ours otherwise); see recsys.models.delta_rule
+    kernel: str = "torch"
     max_len: int = 50
     loss: str = "ce"
     n_neg: int = 1
@@ -64,7 +67,9 @@ class GDNRec(SequentialRecommender):
         self.dropout = nn.Dropout(config.dropout)
         self.mixer_norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(config.n_layers))
         self.mixers = nn.ModuleList(
-            GatedDeltaLayer(dim, config.n_heads, conv_size=config.conv_size, chunk_size=config.chunk_size)
+            GatedDeltaLayer(
+                dim, config.n_heads, conv_size=config.conv_size, chunk_size=config.chunk_size, kernel=config.kernel
+            )
             for _ in range(config.n_layers)
         )
         self.ffns = nn.ModuleList(FeedForward(dim, config.ffn_mult, config.dropout) for _ in range(config.n_layers))

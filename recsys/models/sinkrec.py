@@ -57,6 +57,7 @@ class SinkRecConfig:
     ffn_mult: int = 2
     dropout: float = 0.2
     chunk_size: int = 64
+    kernel: str = "torch"  # "torch" | "fla" | "auto": who runs the chunked delta rule (as GDNConfig.kernel)
     # conditional memory
     use_memory: bool = True
     memory_window: int = 8
@@ -283,7 +284,9 @@ class TDGDBlock(nn.Module):
         dim = cfg.hidden_dim
         self.cfg = cfg
         self.norm = nn.LayerNorm(dim)
-        self.mixer = GatedDeltaLayer(dim, cfg.n_heads, conv_size=cfg.conv_size, chunk_size=cfg.chunk_size)
+        self.mixer = GatedDeltaLayer(
+            dim, cfg.n_heads, conv_size=cfg.conv_size, chunk_size=cfg.chunk_size, kernel=cfg.kernel
+        )
         heads = cfg.n_heads
         self.memory = ConditionalMemory(cfg, self.mixer.head_dim) if cfg.use_memory else None
         if cfg.temporal_gates:  # start as plain GDN: the time terms begin at zero
