@@ -70,11 +70,20 @@ def get_model_class(name: str) -> type[Recommender]:
 
 
 def build_model(name: str, n_users: int, n_items: int, overrides: dict[str, Any] | None = None) -> Recommender:
-    """Instantiate model ``name`` with its default config updated by ``overrides``."""
-    from recsys.config import build_config
+    """Instantiate model ``name`` with its default config updated by ``overrides``.
+
+    A value the model rejects (a ValueError from its constructor) comes back as a ConfigError naming the model,
+    which the CLIs print as one line."""
+    from recsys.config import ConfigError, build_config
 
     cls = get_model_class(name)
-    return cls(build_config(cls.Config, overrides), n_users, n_items)
+    config = build_config(cls.Config, overrides)
+    try:
+        return cls(config, n_users, n_items)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
 
 
 __all__ = [

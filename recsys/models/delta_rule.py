@@ -20,9 +20,9 @@ for s < t. Outputs are ``O = (e^G * Q) S0 + (tril(Q K^T) * e^{G_t - G_s}) U`` an
 
 Kernels. ``GatedDeltaLayer(kernel=...)`` picks who runs the chunked form: ``"torch"`` (the code here, the
 default: exact float32 on any device), ``"fla"`` (flash-linear-attention's fused Triton kernel
-``fla.ops.gated_delta_rule.chunk_gated_delta_rule``, CUDA only, its own fixed chunk of 64; an error when it
-cannot run) or ``"auto"`` (fla on CUDA tensors when it is installed, ours otherwise). The one-step streaming
-update is always ours. ``benchmarks/sequential.py kernels`` checks fla against ours on a GPU.
+``fla.ops.gated_delta_rule.chunk_gated_delta_rule``, CUDA only, its own fixed chunk of 64; a ConfigError
+when it cannot run) or ``"auto"`` (fla on CUDA tensors when it is installed, ours otherwise). The one-step
+streaming update is always ours. ``benchmarks/sequential.py kernels`` checks fla against ours on a GPU.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from recsys.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +285,7 @@ class GatedDeltaLayer(nn.Module):
                 if not x.is_cuda
                 else "flash-linear-attention is not installed here (pip install fla-core)"
             )
-            raise RuntimeError(f"kernel='fla': {reason}; use kernel='auto' to fall back to the PyTorch kernel")
+            raise ConfigError(f"kernel='fla': {reason}; use kernel='auto' to fall back to the PyTorch kernel")
         return fused
 
     # -- plain Gated DeltaNet ---------------------------------------------------------------------

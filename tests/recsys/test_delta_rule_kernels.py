@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recsys.config import ConfigError
 from recsys.models import build_model, delta_rule
 from recsys.models.delta_rule import (
     GatedDeltaLayer,
@@ -35,14 +36,14 @@ def _batch(length: int = 70):
 def test_unknown_kernel_is_refused():
     with pytest.raises(ValueError, match="kernel must be one of torch, fla, auto; got 'triton'"):
         GatedDeltaLayer(16, 2, kernel="triton")
-    with pytest.raises(ValueError, match="kernel must be one of"):
+    with pytest.raises(ConfigError, match="sinkrec: kernel must be one of"):
         build_model("sinkrec", 3, 30, {**SMALL["sinkrec"], "kernel": "cuda"})
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_fla_kernel_on_cpu_tensors_is_one_clear_error(name):
     items, gaps = _batch()
-    with pytest.raises(RuntimeError, match=r"kernel='fla': the tensors are on cpu.*need CUDA.*kernel='auto'"):
+    with pytest.raises(ConfigError, match=r"kernel='fla': the tensors are on cpu.*need CUDA.*kernel='auto'"):
         _encode(name, "fla", items, gaps)
 
 
