@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
 import logging
 import sys
 import time
@@ -180,39 +181,128 @@ def equal_epoch_rows(runs: list[dict[str, Any]], epochs: list[int]) -> list[dict
     return rows
 
 
+TRAIN_OVERRIDES = ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every")
+
+
+def _quality_payload(runs: list[dict[str, Any]], presets: list[str]) -> dict[str, Any]:
+    return {
+        "evaluation": "full_ranking, leave-one-out",
+        "summary": summarise(runs),
+        "runs": runs,
+        "anchors": ANCHORS_PAYLOAD,
+        "presets": {p: PRESETS[p] for p in presets},
+    }
+
+
 def quality(args: argparse.Namespace) -> int:
-    train_overrides: dict[str, Any] = {}
-    for key in ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every"):
-        if getattr(args, key) is not None:
-            train_overrides[key] = getattr(args, key)
-    runs: list[dict[str, Any]] = []
+    train_overrides = {key: getattr(args, key) for key in TRAIN_OVERRIDES if getattr(args, key) is not None}
     name = _result_name("quality", args.tag)
-    for preset in args.presets:
-        data = build_config(DataConfig, {**PRESETS[preset]["data"], "data_dir": args.data_dir})
-        split = prepare_split(data)
-        logger.info("%s: %s", preset, split.info())
-        for variant in args.models:
-            for seed in args.seeds:
-                logger.info("%s %s seed %d", preset, variant, seed)
-                run = run_quality(preset, split, variant, seed, train_overrides)
-                run["data_config"] = dataclasses.asdict(data)
-                run["split"] = split.info()
-                runs.append(run)
-                logger.info("%s", {k: run[k] for k in ("model", "seed", *METRICS, "epochs_run", "train_seconds")})
-                payload = {"evaluation": "full_ranking, leave-one-out", "summary": summarise(runs), "runs": runs}
-                payload["anchors"] = ANCHORS_PAYLOAD
-                payload["presets"] = {p: PRESETS[p] for p in args.presets}
-                path = write_results(name, payload, args.out)
+    if args.jobs > 1:
+        runs = quality_in_parallel(args, name)
+        if runs is None:
+            return 1
+        path = write_results(name, _quality_payload(runs, args.presets), args.out)
+    else:
+        runs = []
+        for preset in args.presets:
+            data = build_config(DataConfig, {**PRESETS[preset]["data"], "data_dir": args.data_dir})
+            split = prepare_split(data)
+            logger.info("%s: %s", preset, split.info())
+            for variant in args.models:
+                for seed in args.seeds:
+                    logger.info("%s %s seed %d", preset, variant, seed)
+                    run = run_quality(preset, split, variant, seed, train_overrides)
+                    run["data_config"] = dataclasses.asdict(data)
+                    run["split"] = split.info()
+                    runs.append(run)
+                    logger.info("%s", {k: run[k] for k in ("model", "seed", *METRICS, "epochs_run", "train_seconds")})
+                    path = write_results(name, _quality_payload(runs, args.presets), args.out)
     rows = summarise(runs)
     print_table(rows, QUALITY_COLUMNS, title="sequential quality (full ranking, leave-one-out, train+valid masked)")
     print(f"wrote {path}")
     return 0
 
 
+def quality_in_parallel(args: argparse.Namespace, name: str) -> list[dict[str, Any]] | None:
+    """Run every (preset, model, seed) of the sweep as its own process, ``args.jobs`` at a time.
+
+    Each run writes ``<out>.runs/<preset>_<model>_seed<S>.json`` (and its log beside it) when it finishes, so an
+    interrupted sweep, started again with the same arguments, runs only what is missing. Returns the runs in
+    sweep order, or None (after naming the logs) when a run failed."""
+    import subprocess
+
+    from tqdm import tqdm
+
+    out = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
+    runs_dir = out.with_suffix(".runs")
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [(p, m, s) for p in args.presets for m in args.models for s in args.seeds]
+    files = {task: runs_dir / f"{task[0]}_{task[1]}_seed{task[2]}.json" for task in tasks}
+    pending = [task for task in tasks if not files[task].exists()]
+    if len(pending) < len(tasks):
+        logger.info(
+            "%d of %d runs already in %s; running the other %d",
+            len(tasks) - len(pending),
+            len(tasks),
+            runs_dir,
+            len(pending),
+        )
+    common = ["--threads", str(args.threads)]
+    if args.data_dir:
+        common += ["--data-dir", args.data_dir]
+    for key in TRAIN_OVERRIDES:
+        if getattr(args, key) is not None:
+            common += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    manifest = runs_dir / "sweep.json"  # finished runs are reused only by a sweep with the same settings
+    if manifest.exists() and json.loads(manifest.read_text()) != {"settings": common}:
+        raise SystemExit(
+            f"{runs_dir}: holds runs made with other settings ({json.loads(manifest.read_text())['settings']}, "
+            f"now {common}); remove the folder or choose another --out"
+        )
+    manifest.write_text(json.dumps({"settings": common}))
+    running: dict[tuple[str, str, int], subprocess.Popen] = {}
+    failed: list[Path] = []
+    with tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="quality runs", unit="run") as bar:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                task = pending.pop(0)
+                preset, variant, seed = task
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "quality",
+                    "--presets",
+                    preset,
+                    "--models",
+                    variant,
+                    "--seeds",
+                    str(seed),
+                    "--out",
+                    str(files[task]),
+                    *common,
+                ]
+                log = files[task].with_suffix(".log").open("w")
+                running[task] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                log.close()
+            time.sleep(0.2)
+            for task, process in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[task]
+                bar.update(1)
+                if process.returncode != 0 or not files[task].exists():
+                    failed.append(files[task].with_suffix(".log"))
+                    logger.error("%s %s seed %d failed (exit %d); log: %s", *task, process.returncode, failed[-1])
+    if failed:
+        logger.error(
+            "%d run(s) failed; the others are kept in %s: run the same command again to retry", len(failed), runs_dir
+        )
+        return None
+    return [run for task in tasks for run in json.loads(files[task].read_text())["runs"]]
+
+
 def report(args: argparse.Namespace) -> int:
     """Merge the runs of several quality JSONs (e.g. one per background process) into one summary table."""
-    import json
-
     runs: list[dict[str, Any]] = []
     seen: set[tuple[str, str, int]] = set()
     for file in args.files:
@@ -665,6 +755,13 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--models", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     q.add_argument("--data-dir")
+    q.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time, each its own process (resumable: finished runs are kept in <out>.runs/); on a "
+        "CPU give each --threads 1",
+    )
     for key, kind in (
         ("epochs", int),
         ("patience", int),
