@@ -182,6 +182,24 @@ def equal_epoch_rows(runs: list[dict[str, Any]], epochs: list[int]) -> list[dict
     return rows
 
 
+def equal_epoch_means(rows: list[dict[str, Any]], epochs: list[int]) -> list[dict[str, Any]]:
+    """Per (preset, model): mean, sample std (two or more seeds) and number of seeds of valid NDCG@10 at each
+    epoch, over the seeds whose runs reached it."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["preset"], row["model"]), []).append(row)
+    out = []
+    for (preset, model), group in groups.items():
+        summary: dict[str, Any] = {"preset": preset, "model": model}
+        for epoch in epochs:
+            values = [r[f"valid_ndcg@10@{epoch}"] for r in group if r.get(f"valid_ndcg@10@{epoch}") is not None]
+            summary[f"mean@{epoch}"] = float(np.mean(values)) if values else None
+            summary[f"std@{epoch}"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            summary[f"seeds@{epoch}"] = len(values)
+        out.append(summary)
+    return out
+
+
 TRAIN_OVERRIDES = ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every")
 
 
@@ -331,10 +349,14 @@ def report(args: argparse.Namespace) -> int:
     if at_epochs:
         columns = ["preset", "model", "seed", *(f"valid_ndcg@10@{e}" for e in args.at_epochs), "epochs_run"]
         print_table(at_epochs, columns, title="valid NDCG@10 at equal epochs (runs stopped at different epochs)")
+        at_epochs_mean = equal_epoch_means(at_epochs, args.at_epochs)
+        columns = ["preset", "model", *(f"{stat}@{e}" for e in args.at_epochs for stat in ("mean", "std", "seeds"))]
+        print_table(at_epochs_mean, columns, title="valid NDCG@10 at equal epochs: mean and std over seeds")
     if args.out:
         payload = {"evaluation": "full_ranking, leave-one-out", "summary": rows, "runs": runs}
         if at_epochs:
             payload["at_epochs"] = at_epochs
+            payload["at_epochs_mean"] = at_epochs_mean
         payload["merged_from"] = args.files
         payload["anchors"] = ANCHORS_PAYLOAD
         print(f"wrote {write_results('sequential_quality_merged', payload, args.out)}")

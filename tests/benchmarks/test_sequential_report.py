@@ -73,3 +73,17 @@ def test_report_keeps_runs_of_different_lengths_apart(tmp_path):
     rows = {row["epochs_run"]: row for row in json.loads(out.read_text())["summary"]}
     assert rows[23]["seeds"] == 1 and rows[23]["hr@10"] == pytest.approx(0.3)
     assert rows[13]["seeds"] == 2 and rows[13]["hr@10"] == pytest.approx(0.3)  # mean of 0.2 and 0.4
+
+
+def test_report_averages_seeds_at_equal_epochs(tmp_path):
+    def curved(seed, values):
+        return _run("gdn", seed, 0.1) | {"valid_curve": [{"epoch": e + 1, "ndcg@10": v} for e, v in enumerate(values)]}
+
+    runs = [curved(0, [0.10, 0.20, 0.30]), curved(1, [0.12, 0.24]), curved(2, [0.14, 0.22, 0.34])]
+    file, out = tmp_path / "runs.json", tmp_path / "merged.json"
+    file.write_text(json.dumps({"runs": runs}))
+    assert sequential.main(["report", str(file), "--at-epochs", "1", "3", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["at_epochs_mean"]
+    assert row["seeds@1"] == 3 and row["mean@1"] == pytest.approx(0.12) and row["std@1"] == pytest.approx(0.02)
+    assert row["seeds@3"] == 2 and row["mean@3"] == pytest.approx(0.32)  # seed 1 stopped at epoch 2
+    assert row["std@3"] == pytest.approx(0.02 * 2**0.5)
