@@ -284,37 +284,43 @@ def quality_in_parallel(args: argparse.Namespace, name: str) -> list[dict[str, A
     manifest.write_text(json.dumps({"settings": common}))
     running: dict[tuple[str, str, int], subprocess.Popen] = {}
     failed: list[Path] = []
-    with tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="quality runs", unit="run") as bar:
-        while pending or running:
-            while pending and len(running) < args.jobs:
-                task = pending.pop(0)
-                preset, variant, seed = task
-                command = [
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "quality",
-                    "--presets",
-                    preset,
-                    "--models",
-                    variant,
-                    "--seeds",
-                    str(seed),
-                    "--out",
-                    str(files[task]),
-                    *common,
-                ]
-                log = files[task].with_suffix(".log").open("w")
-                running[task] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-                log.close()
-            time.sleep(0.2)
-            for task, process in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[task]
-                bar.update(1)
-                if process.returncode != 0 or not files[task].exists():
-                    failed.append(files[task].with_suffix(".log"))
-                    logger.error("%s %s seed %d failed (exit %d); log: %s", *task, process.returncode, failed[-1])
+    try:
+        with tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc="quality runs", unit="run") as bar:
+            while pending or running:
+                while pending and len(running) < args.jobs:
+                    task = pending.pop(0)
+                    preset, variant, seed = task
+                    command = [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "quality",
+                        "--presets",
+                        preset,
+                        "--models",
+                        variant,
+                        "--seeds",
+                        str(seed),
+                        "--out",
+                        str(files[task]),
+                        *common,
+                    ]
+                    log = files[task].with_suffix(".log").open("w")
+                    running[task] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+                    log.close()
+                time.sleep(0.2)
+                for task, process in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    del running[task]
+                    bar.update(1)
+                    if process.returncode != 0 or not files[task].exists():
+                        failed.append(files[task].with_suffix(".log"))
+                        logger.error("%s %s seed %d failed (exit %d); log: %s", *task, process.returncode, failed[-1])
+    finally:  # stopped by Ctrl-C or an error here: no run is left going on its own
+        for process in running.values():
+            process.terminate()
+        for process in running.values():
+            process.wait()
     if failed:
         logger.error(
             "%d run(s) failed; the others are kept in %s: run the same command again to retry", len(failed), runs_dir

@@ -67,3 +67,23 @@ def test_parallel_sweep_names_the_log_of_a_failed_run(beauty_dir, tmp_path, capl
     assert "beauty gdn seed 0 failed (exit" in caplog.text and str(log) in caplog.text
     assert "batch_size" in log.read_text()
     assert not out.exists()
+
+
+def test_parallel_sweep_stopped_leaves_no_run_going(beauty_dir, tmp_path, monkeypatch):
+    import subprocess
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    def interrupted(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(sequential.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(beauty_dir, tmp_path / "quality.json")
+    assert len(started) == 2 and all(process.poll() is not None for process in started)
