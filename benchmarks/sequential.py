@@ -276,10 +276,11 @@ def quality_in_parallel(args: argparse.Namespace, name: str) -> list[dict[str, A
         if getattr(args, key) is not None:
             common += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     manifest = runs_dir / "sweep.json"  # finished runs are reused only by a sweep with the same settings
-    if manifest.exists() and json.loads(manifest.read_text()) != {"settings": common}:
+    earlier = json.loads(manifest.read_text())["settings"] if manifest.exists() else common
+    if earlier != common:
         raise SystemExit(
-            f"{runs_dir}: holds runs made with other settings ({json.loads(manifest.read_text())['settings']}, "
-            f"now {common}); remove the folder or choose another --out"
+            f"{runs_dir}: holds runs made with other settings ({earlier}, now {common}); remove the folder or "
+            "choose another --out"
         )
     manifest.write_text(json.dumps({"settings": common}))
     running: dict[tuple[str, str, int], subprocess.Popen] = {}

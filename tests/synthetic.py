@@ -35,3 +35,19 @@ def write_atomic_inter(directory: Path, name: str, rows: list[tuple[str, str, fl
     lines += [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in rows]
     (folder / f"{name}.inter").write_text("\n".join(lines) + "\n")
     return folder
+
+
+def fla_contract_stand_in(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+    """A stand-in for fla's ``chunk_gated_delta_rule`` with its documented contract ([B, T, H, *] inputs, g in
+    log space, state [N, H, K, V], output in q's dtype), computed by our recurrence: any layout slip in the
+    adapter changes the results."""
+    import torch
+
+    from recsys.models.delta_rule import recurrent_gated_delta_rule
+
+    assert q.shape[:3] == k.shape[:3] == v.shape[:3] == g.shape == beta.shape  # time before heads
+    assert g.dtype == torch.float32 and output_final_state
+    o, state = recurrent_gated_delta_rule(
+        *(t.transpose(1, 2) for t in (q, k, v, g, beta)), scale=scale, initial_state=initial_state
+    )
+    return o.transpose(1, 2).to(q.dtype), state

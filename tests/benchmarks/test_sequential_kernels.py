@@ -8,9 +8,10 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from synthetic import fla_contract_stand_in
 
 from benchmarks import sequential
-from recsys.models.delta_rule import fla_gated_delta_rule, recurrent_gated_delta_rule
+from recsys.models.delta_rule import fla_gated_delta_rule
 
 
 def test_kernels_without_gpu_or_fla_says_why_and_fails(monkeypatch, caplog):
@@ -19,12 +20,6 @@ def test_kernels_without_gpu_or_fla_says_why_and_fails(monkeypatch, caplog):
         assert sequential.main(["kernels", "--lengths", "64"]) == 2
     assert "needs a CUDA GPU and flash-linear-attention" in caplog.text
     assert "fla not importable" in caplog.text
-
-
-def _stand_in(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
-    """fla's contract ([B, T, H, *] in, o and final state out), computed by our recurrence."""
-    o, state = recurrent_gated_delta_rule(*(t.transpose(1, 2) for t in (q, k, v, g, beta)), initial_state=initial_state)
-    return o.transpose(1, 2), state
 
 
 def test_kernel_comparison_finds_equal_kernels_equal_and_times_them():
@@ -36,7 +31,7 @@ def test_kernel_comparison_finds_equal_kernels_equal_and_times_them():
         for t in (q, k, torch.randn(*shape, generator=gen), -torch.rand(2, 70, 2, generator=gen), torch.rand(2, 70, 2))
     ]
     ours = sequential._kernel_run(sequential._ours_fla_layout, inputs, repeats=1)
-    theirs = sequential._kernel_run(functools.partial(fla_gated_delta_rule, _stand_in), inputs, repeats=1)
+    theirs = sequential._kernel_run(functools.partial(fla_gated_delta_rule, fla_contract_stand_in), inputs, repeats=1)
     assert sequential._relative_error(ours[0], theirs[0]) < 1e-5
     assert sequential._relative_error(ours[1], theirs[1]) < 1e-5
     assert len(ours[2]) == 5 and all(g.abs().sum() > 0 for g in ours[2])

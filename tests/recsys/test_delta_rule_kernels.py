@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import fla_contract_stand_in
 
 from recsys.config import ConfigError
 from recsys.models import build_model, delta_rule
@@ -13,7 +14,6 @@ from recsys.models.delta_rule import (
     chunk_gated_delta_rule,
     fla_chunk_kernel,
     fla_gated_delta_rule,
-    recurrent_gated_delta_rule,
 )
 
 SMALL = {
@@ -53,17 +53,6 @@ def test_auto_kernel_off_cuda_is_ours_exactly(name):
     assert torch.equal(_encode(name, "auto", items, gaps), _encode(name, "torch", items, gaps))
 
 
-def _fla_contract(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
-    """A stand-in with fla's documented contract: [B, T, H, *] inputs, g in log space, state [N, H, K, V],
-    output in q's dtype. It computes with our recurrence, so any layout slip in the adapter changes results."""
-    assert q.shape[:3] == k.shape[:3] == v.shape[:3] == g.shape == beta.shape  # time before heads
-    assert g.dtype == torch.float32 and output_final_state
-    o, state = recurrent_gated_delta_rule(
-        *(t.transpose(1, 2) for t in (q, k, v, g, beta)), scale=scale, initial_state=initial_state
-    )
-    return o.transpose(1, 2).to(q.dtype), state
-
-
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_fla_adapter_feeds_fla_layout_and_returns_ours(name, monkeypatch):
     """What reaches fla and what comes back: the model with the (stand-in) fused kernel equals ours."""
@@ -71,7 +60,7 @@ def test_fla_adapter_feeds_fla_layout_and_returns_ours(name, monkeypatch):
 
     def contract(*args, **kwargs):
         calls.append(args[0].shape)
-        return _fla_contract(*args, **kwargs)
+        return fla_contract_stand_in(*args, **kwargs)
 
     monkeypatch.setattr(delta_rule, "fla_for", lambda tensor: contract)
     items, gaps = _batch()
@@ -87,7 +76,7 @@ def test_fla_adapter_carries_the_state_across_calls(monkeypatch):
     v = torch.randn(2, 50, 3, 5, generator=gen)
     g, beta = -torch.rand(2, 50, 3, generator=gen), torch.rand(2, 50, 3, generator=gen)
     start = torch.randn(2, 3, 8, 5, generator=gen)
-    o, state = fla_gated_delta_rule(_fla_contract, q, k, v, g, beta, initial_state=start)
+    o, state = fla_gated_delta_rule(fla_contract_stand_in, q, k, v, g, beta, initial_state=start)
     ours, our_state = chunk_gated_delta_rule(*(t.transpose(1, 2) for t in (q, k, v, g, beta)), initial_state=start)
     assert o.shape == (2, 50, 3, 5) and o.dtype == torch.float32
     assert torch.allclose(o, ours.transpose(1, 2), atol=1e-5)
