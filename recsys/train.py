@@ -76,6 +76,10 @@ class TrainConfig:
     # a whole epoch on the training device and slices it (datasets with ``device_sampler``: bpr, neumf,
     # lightgcn), which removes the per-batch CPU work and copies that dominate small-model steps on a GPU
     sampling: str = "loader"
+    # which of a user's items are left out of the ranking: "history" (everything before the target: train, and
+    # valid for test; the default, as RecBole), "input" (only the items of the model's input window, as HSTU's
+    # evaluation; sequential models) or "none" (nothing: repeat consumption counts)
+    eval_mask: str = "history"
 
 
 @dataclasses.dataclass
@@ -90,6 +94,13 @@ class DataConfig:
     item_core: int = 0
     min_rating: float | None = None  # keep only ratings >= this before k-core (RecBole ML-1M benchmarks: 3)
     bad_rows: str = "error"  # CTR files: "error" stops at malformed rows (reported by line), "skip" drops them
+
+
+EVAL_MASKS = {  # TrainConfig.eval_mask: what each leaves out of the ranking
+    "history": "train and valid items masked",
+    "input": "only the items of the model's input window masked",
+    "none": "nothing masked",
+}
 
 
 class TrainingError(RuntimeError):
@@ -194,6 +205,13 @@ class Trainer:
             self.has_valid = self.valid_csr is not None
         self.history: list[dict[str, Any]] = []
         self._test_history = None
+        if self.config.eval_mask not in EVAL_MASKS:
+            raise ConfigError(f"eval_mask must be one of {', '.join(EVAL_MASKS)}; got {self.config.eval_mask!r}")
+        if self.config.eval_mask == "input" and self.task != "ctr" and not hasattr(model, "eval_input_csr"):
+            raise ConfigError(
+                f"eval_mask='input': model {getattr(model, 'name', type(model).__name__)!r} has no input window "
+                "(only sequential models do); use 'history' or 'none'"
+            )
 
     # -- evaluation -------------------------------------------------------------------------------
     def eval_history(self, which: str):
@@ -219,6 +237,10 @@ class Trainer:
         if target is None:
             return {}
         model.set_eval_history(self.eval_history(which))
+        if self.config.eval_mask == "none":
+            mask = None
+        elif self.config.eval_mask == "input":
+            mask = model.eval_input_csr()
         was_training = model.training
         model.eval()
         device = self.accelerator.device
@@ -638,7 +660,7 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
         "data_config": dataclasses.asdict(data_config),
         "split_seed": data_config.split_seed,
         "seed": train_config.seed,
-        "evaluation": "full_ranking (train and valid items masked, pessimistic ties)",
+        "evaluation": f"full_ranking ({EVAL_MASKS.get(train_config.eval_mask, '?')}, pessimistic ties)",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     if getattr(model, "task", "ranking") == "ctr":

@@ -36,6 +36,8 @@ class GDNConfig:
     max_len: int = 50
     loss: str = "ce"
     n_neg: int = 1
+    similarity: str = "dot"  # dot | cosine (query and items L2-normalised, divided by temperature)
+    temperature: float = 1.0
     train_windows: str = "all"
     time_unit: float = 86400.0  # unused by GDN (SinkRec's temporal gates read it)
 

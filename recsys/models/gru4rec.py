@@ -26,8 +26,10 @@ class GRU4RecConfig:
     n_layers: int = 1
     dropout: float = 0.3
     max_len: int = 50
-    loss: str = "ce"  # ce | bce | bpr (sampled negatives)
+    loss: str = "ce"  # ce | bce | bpr | sampled_softmax (sampled negatives)
     n_neg: int = 1
+    similarity: str = "dot"  # dot | cosine (query and items L2-normalised, divided by temperature)
+    temperature: float = 1.0
     train_windows: str = "all"
     time_unit: float = 86400.0  # unused; kept for a common sequence pipeline
 

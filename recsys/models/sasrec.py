@@ -30,8 +30,11 @@ class SASRecConfig:
     n_heads: int = 1
     dropout: float = 0.2
     max_len: int = 50
-    loss: str = "ce"  # ce (softmax over all items) | bce (paper: 1 negative per position) | bpr
+    # ce (softmax over all items) | bce (paper: 1 negative per position) | bpr | sampled_softmax (n_neg)
+    loss: str = "ce"
     n_neg: int = 1
+    similarity: str = "dot"  # dot | cosine (query and items L2-normalised, divided by temperature)
+    temperature: float = 1.0
     train_windows: str = "all"  # all windows of each long sequence, or "last" (SASRec reference code)
     time_unit: float = 86400.0  # unused by SASRec; kept so every sequential model reads the same data
 

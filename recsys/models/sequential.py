@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
@@ -32,7 +33,8 @@ from recsys.models.base import Recommender
 logger = logging.getLogger(__name__)
 
 PAD = 0
-LOSSES = ("ce", "bce", "bpr")
+LOSSES = ("ce", "bce", "bpr", "sampled_softmax")
+SIMILARITIES = ("dot", "cosine")
 TRAIN_WINDOWS = ("all", "last")
 
 
@@ -195,8 +197,14 @@ class SequentialRecommender(Recommender):
 
     ``encode(items [B, L], gaps [B, L]) -> (hidden [B, L, D], aux_loss)``: hidden state at each position
     predicts the next item by a dot product with ``item_embedding.weight[1:]`` (tied input/output item
-    embeddings, as SASRec). The config must have ``max_len``, ``loss``, ``n_neg``, ``train_windows`` and
-    ``time_unit``.
+    embeddings, as SASRec). The config must have ``max_len``, ``loss``, ``n_neg``, ``similarity``,
+    ``temperature``, ``train_windows`` and ``time_unit``.
+
+    Losses: ``ce`` is the softmax over every item; ``bce`` (the SASRec paper's) and ``bpr`` score the target
+    against ``n_neg`` uniformly sampled negatives per position; ``sampled_softmax`` is the softmax over the
+    target and those ``n_neg`` negatives (HSTU's SASRec baseline: 128 negatives, ``similarity="cosine"``,
+    ``temperature=0.05``). The score is ``<q, e> / temperature``, where ``similarity="cosine"`` first
+    L2-normalises the hidden state q and the item embedding e, in training and in ranking alike.
     """
 
     item_embedding: torch.nn.Embedding
@@ -205,6 +213,12 @@ class SequentialRecommender(Recommender):
         super().__init__(config, n_users, n_items)
         if config.loss not in LOSSES:
             raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, got {config.loss!r}")
+        if config.similarity not in SIMILARITIES:
+            raise ValueError(
+                f"{type(self).__name__}: similarity must be one of {SIMILARITIES}, got {config.similarity!r}"
+            )
+        if not float(config.temperature) > 0:
+            raise ValueError(f"{type(self).__name__}: temperature must be > 0, got {config.temperature!r}")
         self._eval: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     # -- data -------------------------------------------------------------------------------------
@@ -220,14 +234,38 @@ class SequentialRecommender(Recommender):
         items, gaps, lengths = pad_last(sequences, np.arange(self.n_users), self.config.max_len)
         self._eval = (torch.from_numpy(items), torch.from_numpy(gaps), torch.from_numpy(lengths))
 
+    def eval_input_csr(self) -> Any:
+        """[n_users, n_items] 0/1 CSR of the items in each user's scoring sequence (the model's input window at
+        evaluation): the ranking mask of ``TrainConfig.eval_mask = "input"``, HSTU's protocol."""
+        if self._eval is None:
+            raise RuntimeError(f"{self.name}: no scoring sequences; call set_eval_history(history) first")
+        items = self._eval[0].numpy()
+        users, positions = np.nonzero(items != PAD)
+        data = np.ones(users.size, dtype=np.float32)
+        matrix = sp.csr_matrix((data, (users, items[users, positions] - 1)), shape=(self.n_users, self.n_items))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
     # -- model ------------------------------------------------------------------------------------
     def encode(self, items: torch.Tensor, gaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden state per position and an auxiliary loss (0 for most models)."""
         raise NotImplementedError
 
+    def query(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The hidden state as a scoring query: L2-normalised for cosine, divided by the temperature."""
+        if self.config.similarity == "cosine":
+            hidden = F.normalize(hidden, dim=-1)
+        temperature = float(self.config.temperature)
+        return hidden if temperature == 1.0 else hidden / temperature
+
+    def item_vectors(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Item embeddings as scored: L2-normalised for cosine, as they are for dot."""
+        return F.normalize(embeddings, dim=-1) if self.config.similarity == "cosine" else embeddings
+
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores of every real item (no padding column): ``hidden @ E[1:]^T``."""
-        return hidden @ self.item_embedding.weight[1:].T
+        """Scores of every real item (no padding column): ``query(hidden) @ item_vectors(E[1:])^T``."""
+        return self.query(hidden) @ self.item_vectors(self.item_embedding.weight[1:]).T
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items, targets = batch["items"], batch["targets"]
@@ -239,10 +277,14 @@ class SequentialRecommender(Recommender):
             main = F.cross_entropy(self.item_logits(h), target - 1)
         else:
             negatives = batch["neg_items"][mask]  # [N, n_neg]
-            pos = (h * self.item_embedding(target)).sum(-1, keepdim=True)
-            neg = torch.einsum("nd,nkd->nk", h, self.item_embedding(negatives))
+            q = self.query(h)
+            pos = (q * self.item_vectors(self.item_embedding(target))).sum(-1, keepdim=True)
+            neg = torch.einsum("nd,nkd->nk", q, self.item_vectors(self.item_embedding(negatives)))
             if self.config.loss == "bce":  # the SASRec paper's loss
                 main = -(F.logsigmoid(pos).mean() + F.logsigmoid(-neg).mean())
+            elif self.config.loss == "sampled_softmax":  # the target is column 0
+                logits = torch.cat([pos, neg], dim=-1)
+                main = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long))
             else:
                 main = -F.logsigmoid(pos - neg).mean()
         return main + aux

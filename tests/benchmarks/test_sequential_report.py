@@ -28,6 +28,20 @@ def test_report_merges_files_and_skips_duplicates(tmp_path, caplog, capsys):
     assert "sasrec" in capsys.readouterr().out
 
 
+def test_runs_under_another_ranking_mask_get_their_own_row(tmp_path):
+    recbole, hstu, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "merged.json"
+    history = {**_run("sasrec", 0, 0.2), "preset": "ml-1m-hstu"}  # runs written before eval_mask mean "history"
+    recbole.write_text(json.dumps({"runs": [history]}))
+    hstu.write_text(json.dumps({"runs": [{**history, "hr@10": 0.3, "eval_mask": "input"}]}))
+    assert sequential.main(["report", str(recbole), str(hstu), "--out", str(out)]) == 0
+    rows = {row["model"]: row for row in json.loads(out.read_text())["summary"]}
+    assert set(rows) == {"sasrec", "sasrec (eval_mask input)"}  # same seed, not a duplicate, not averaged
+    assert rows["sasrec"]["hr@10"] == pytest.approx(0.2)
+    assert rows["sasrec (eval_mask input)"]["hr@10"] == pytest.approx(0.3)
+    for row in rows.values():  # HSTU's number, measured with their mask, beside both
+        assert row["anchor_hr@10"] == 0.2853 and row["anchor_eval_mask"] == "input"
+
+
 def test_report_names_a_file_that_is_not_a_quality_result(tmp_path):
     bad = tmp_path / "scaling.json"
     bad.write_text(json.dumps({"rows": []}))

@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from benchmarks import sequential
 
@@ -32,9 +33,10 @@ def _sweep(data_dir, out, *extra):
 
 def test_parallel_sweep_merges_its_runs_and_resumes(beauty_dir, tmp_path, caplog):
     out = tmp_path / "quality.json"
-    assert _sweep(beauty_dir, out) == 0
+    assert _sweep(beauty_dir, out, "--eval-mask", "input") == 0
     runs = json.loads(out.read_text())["runs"]
     assert [(r["model"], r["seed"], r["epochs_run"]) for r in runs] == [("gdn", 0, 1), ("sasrec", 0, 1)]
+    assert [r["eval_mask"] for r in runs] == ["input", "input"]  # a train setting reaches every process
     assert runs[0]["split"]["n_users"] == 40 and all(0 <= r["hr@10"] <= 1 for r in runs)
     assert sorted(p.name for p in out.with_suffix(".runs").glob("*.json")) == [
         "beauty_gdn_seed0.json",
@@ -44,7 +46,7 @@ def test_parallel_sweep_merges_its_runs_and_resumes(beauty_dir, tmp_path, caplog
     # started again: nothing left to run, the same merged result
     (out.with_suffix(".runs") / "beauty_gdn_seed0.log").unlink()
     with caplog.at_level(logging.INFO, logger="benchmarks.sequential"):
-        assert _sweep(beauty_dir, out) == 0
+        assert _sweep(beauty_dir, out, "--eval-mask", "input") == 0
     assert "2 of 2 runs already in" in caplog.text
     assert not (out.with_suffix(".runs") / "beauty_gdn_seed0.log").exists()  # no process was started
     assert json.loads(out.read_text())["runs"] == runs
@@ -87,3 +89,20 @@ def test_parallel_sweep_stopped_leaves_no_run_going(beauty_dir, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         _sweep(beauty_dir, tmp_path / "quality.json")
     assert len(started) == 2 and all(process.poll() is not None for process in started)
+
+
+@pytest.mark.parametrize("variant", sorted(sequential.VARIANTS))
+def test_every_benchmark_variant_builds_and_takes_a_training_step(beauty_dir, variant):
+    """A typo in a variant's overrides would only surface hours into a sweep; here it fails at once."""
+    from recsys.data import load_dataset, make_split
+    from recsys.models import build_model
+
+    split = make_split(load_dataset("beauty", data_dir=beauty_dir), "loo")
+    name, overrides = sequential.VARIANTS[variant]
+    model = build_model(name, split.train.n_users, split.train.n_items, {**overrides, "max_len": 8})
+    batch = model.train_dataset(split.train).__getitems__(list(range(4)))
+    loss = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for key, value in overrides.items():
+        assert getattr(model.config, key) == value

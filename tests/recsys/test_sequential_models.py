@@ -163,6 +163,118 @@ def test_sampled_losses_train(markov_split, loss):
     assert batch["neg_items"].shape[-1] == 1 and torch.isfinite(model.loss(batch))
 
 
+def test_sampled_softmax_over_every_other_item_is_the_full_softmax(markov_split):
+    """With the target's every non-target item as its negatives, the sampled softmax is the full one (``ce``),
+    for dot products and for cosine with a temperature alike."""
+    n_items = markov_split.train.n_items
+    for similarity, temperature in (("dot", 1.0), ("cosine", 0.1)):
+        options = {**SMALL["sasrec"], "similarity": similarity, "temperature": temperature}
+        torch.manual_seed(0)
+        full = build_model("sasrec", markov_split.train.n_users, n_items, {**options, "loss": "ce"}).eval()
+        sampled = build_model("sasrec", markov_split.train.n_users, n_items, {**options, "loss": "sampled_softmax"})
+        sampled.load_state_dict(full.state_dict())
+        sampled.eval()
+        batch = full.train_dataset(markov_split.train).__getitems__(list(range(6)))
+        targets = batch["targets"]
+        everyone = torch.arange(1, n_items + 1)
+        others = torch.stack([everyone[everyone != t] if t > 0 else everyone[1:] for t in targets.flatten()])
+        batch["neg_items"] = others.view(*targets.shape, n_items - 1)
+        torch.testing.assert_close(sampled.loss(batch), full.loss(batch))
+        # and with a few sampled negatives it is a different, larger-than-zero number that trains
+        few = sampled.train_dataset(markov_split.train).__getitems__(list(range(6)))
+        with torch.no_grad():
+            assert few["neg_items"].shape[-1] == 1 and 0 < float(sampled.loss(few)) < float(full.loss(batch))
+
+
+def test_cosine_similarity_scores_are_bounded_and_used_in_ranking(markov_split):
+    split = markov_split
+    options = {**SMALL["gdn"], "similarity": "cosine", "temperature": 0.05}
+    model = build_model("gdn", split.train.n_users, split.train.n_items, options).eval()
+    model.set_eval_history(split.train)
+    scores = model.score(torch.arange(10))
+    assert scores.abs().max() <= 1 / 0.05 + 1e-4
+    items, gaps, lengths = (t[:10] for t in model._eval)
+    hidden = model.last_hidden(items, gaps, lengths)
+    manual = (
+        torch.nn.functional.normalize(hidden, dim=-1)
+        @ torch.nn.functional.normalize(model.item_embedding.weight[1:], dim=-1).T
+        / 0.05
+    )
+    torch.testing.assert_close(scores, manual)
+    dot = build_model("gdn", split.train.n_users, split.train.n_items, SMALL["gdn"]).eval()
+    dot.load_state_dict(model.state_dict())
+    dot.set_eval_history(split.train)
+    assert not torch.allclose(dot.score(torch.arange(10)), scores)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("loss", "softmax", "loss must be one of"),
+        ("similarity", "l2", "similarity must be one of"),
+        ("temperature", 0.0, "temperature must be > 0"),
+    ],
+)
+def test_bad_loss_similarity_or_temperature_is_refused_by_name(markov_split, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("sasrec", markov_split.train.n_users, markov_split.train.n_items, {field: value})
+
+
+def test_sasrec_with_hstus_sampled_softmax_learns_the_planted_pattern(markov_split):
+    pop = Trainer(
+        build_model("pop", markov_split.train.n_users, markov_split.train.n_items),
+        markov_split,
+        TrainConfig(),
+        progress=False,
+    ).fit()
+    options = {"loss": "sampled_softmax", "n_neg": 8, "similarity": "cosine", "temperature": 0.05}
+    result = _fit("sasrec", markov_split, options)
+    assert result["hr@10"] > pop["hr@10"] + 0.3, (result["hr@10"], pop["hr@10"])
+
+
+def _no_repeat_split(n_users: int = 40, n_items: int = 30, length: int = 22):
+    """Each user sees ``length`` distinct items in time order: leave-one-out leaves 20 train events."""
+    rng = np.random.default_rng(1)
+    users, items, times = [], [], []
+    for user in range(n_users):
+        for t, item in enumerate(rng.permutation(n_items)[:length]):
+            users.append(f"u{user}")
+            items.append(f"i{item}")
+            times.append(float(t))
+    return make_split(InteractionDataset.from_raw("norep", users, items, timestamps=times), "loo")
+
+
+def test_eval_mask_history_input_and_none():
+    """``history`` masks all 21 earlier items (9 candidates left, so HR@10 is 1), ``input`` only the 3 of the
+    model's window, ``none`` nothing; masking more non-targets can only raise each user's rank."""
+    split = _no_repeat_split()
+    torch.manual_seed(0)
+    model = build_model("sasrec", split.train.n_users, split.train.n_items, {**SMALL["sasrec"], "max_len": 3})
+    results = {}
+    for mode in ("history", "input", "none"):
+        trainer = Trainer(model, split, TrainConfig(eval_mask=mode), progress=False)
+        results[mode] = trainer.evaluate("test")
+    assert results["history"]["hr@10"] == 1.0
+    assert results["input"]["hr@10"] < 1.0
+    assert results["history"]["ndcg@10"] >= results["input"]["ndcg@10"] >= results["none"]["ndcg@10"]
+    assert results["input"]["ndcg@20"] > results["none"]["ndcg@20"]
+    # the input mask is exactly each user's last max_len events before the target
+    model.set_eval_history(trainer.eval_history("test"))
+    window = model.eval_input_csr()
+    history = trainer.eval_history("test")
+    sequences = build_user_sequences(history)
+    for user in range(split.train.n_users):
+        assert set(window[user].indices) == set(sequences.of(user)[-3:].tolist())
+
+
+def test_eval_mask_is_checked_when_the_trainer_is_built(markov_split):
+    pop = build_model("pop", markov_split.train.n_users, markov_split.train.n_items)
+    with pytest.raises(ValueError, match="eval_mask='input': model 'pop' has no input window"):
+        Trainer(pop, markov_split, TrainConfig(eval_mask="input"), progress=False)
+    with pytest.raises(ValueError, match="eval_mask must be one of history, input, none; got 'window'"):
+        Trainer(pop, markov_split, TrainConfig(eval_mask="window"), progress=False)
+
+
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "gdn", "sinkrec"])
 def test_save_load_round_trip(tmp_path, markov_split, name):
     split = markov_split
