@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from recsys.models.base import Recommender
+from recsys.models.losses import linear_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,8 @@ class SequentialRecommender(Recommender):
         h = hidden[mask]
         target = targets[mask]
         if self.config.loss == "ce":
-            main = F.cross_entropy(self.item_logits(h), target - 1)
+            # = F.cross_entropy(self.item_logits(h), target - 1), without the [N, n_items] logits on a CPU
+            main = linear_cross_entropy(self.query(h), self.item_vectors(self.item_embedding.weight[1:]), target - 1)
         else:
             negatives = batch["neg_items"][mask]  # [N, n_neg]
             q = self.query(h)
