@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -46,6 +47,7 @@ from benchmarks.common import RESULTS_DIR, print_table, write_results
 from recsys.config import build_config
 from recsys.models import build_model, get_model_class
 from recsys.models.delta_rule import chunk_gated_delta_rule, fla_chunk_kernel, fla_gated_delta_rule
+from recsys.models.losses import linear_cross_entropy
 from recsys.models.sequential import StreamingScorer
 from recsys.train import EVAL_MASKS, DataConfig, TrainConfig, Trainer, prepare_split
 
@@ -579,6 +581,60 @@ def kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def softmax(args: argparse.Namespace) -> int:
+    """The full-softmax loss over a catalogue, plain ``F.cross_entropy(h @ E.T)`` against our blocked
+    ``linear_cross_entropy``: forward + backward time and the largest relative error of loss and gradients."""
+    rows: list[dict[str, Any]] = []
+    device = torch.device("cuda" if args.device == "cuda" else "cpu")
+    for n_items in args.items:
+        gen = torch.Generator().manual_seed(0)
+        hidden = (0.3 * torch.randn(args.rows, args.dim, generator=gen)).to(device).requires_grad_()
+        weight = (0.3 * torch.randn(n_items, args.dim, generator=gen)).to(device).requires_grad_()
+        target = torch.randint(0, n_items, (args.rows,), generator=gen).to(device)
+        plain = functools.partial(_softmax_run, lambda h, w, t: F.cross_entropy(h @ w.T, t), hidden, weight, target)
+        blocked = functools.partial(_softmax_run, linear_cross_entropy, hidden, weight, target)
+        reference, ours = plain(), blocked()
+        row = {
+            "n_items": n_items,
+            "rows": args.rows,
+            "dim": args.dim,
+            "err_max": max(_relative_error(a, b) for a, b in zip(reference, ours, strict=True)),
+            "plain_fwd_bwd_s": _best_time(plain, args.repeats, device),
+            "blocked_fwd_bwd_s": _best_time(blocked, args.repeats, device),
+        }
+        row["speedup"] = row["plain_fwd_bwd_s"] / row["blocked_fwd_bwd_s"]
+        rows.append(row)
+        logger.info("%s", row)
+    title = f"softmax cross-entropy over the catalogue, {args.rows} x {args.dim} rows, {device.type}, "
+    title += f"{torch.get_num_threads()} thread(s)"
+    print_table(rows, ["n_items", "err_max", "plain_fwd_bwd_s", "blocked_fwd_bwd_s", "speedup"], title=title)
+    payload = {"device": device.type, "threads": torch.get_num_threads(), "rows": rows}
+    path = write_results(_result_name("softmax", args.tag), payload, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _softmax_run(loss_fn, hidden, weight, target) -> tuple[torch.Tensor, ...]:
+    loss = loss_fn(hidden, weight, target)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    return (loss.detach(), *grads)
+
+
+def _best_time(fn, repeats: int, device: torch.device) -> float:
+    """Best of ``repeats`` wall times of ``fn()`` after one warm-up (synchronised on a GPU)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def plot_scaling(rows: list[dict[str, Any]], path: Path) -> Path:
     """Log-log plot of training step time, inference latency and streaming update time vs length."""
     import matplotlib
@@ -868,6 +924,14 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--users", type=int, default=300)
     k.add_argument("--length", type=int, default=50)
     k.add_argument("--epochs", type=int, default=15)
+    x = sub.add_parser(
+        "softmax", parents=[common], help="the full-softmax loss: plain vs our blocked form, time and error"
+    )
+    x.add_argument("--items", nargs="+", type=int, default=[3123, 12101, 18357], help="catalogue sizes")
+    x.add_argument("--rows", type=int, default=6400, help="positions per batch (batch 128 x history 50)")
+    x.add_argument("--dim", type=int, default=64)
+    x.add_argument("--repeats", type=int, default=3)
+    x.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     r = sub.add_parser("report", help="merge several quality JSONs into one table (and optionally one JSON)")
     r.add_argument("files", nargs="+", help="quality result JSONs")
     r.add_argument("--out", help="write the merged JSON here")
@@ -877,7 +941,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    return {"quality": quality, "scaling": scaling, "kernels": kernels, "sink": sink, "report": report}[args.kind](args)
+    commands = {"quality": quality, "scaling": scaling, "kernels": kernels, "sink": sink, "softmax": softmax}
+    return {**commands, "report": report}[args.kind](args)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ plain forward and backward, of which the matrix products are under half. Here ea
 reused buffer, are turned into the softmax gradient in place, and are multiplied straight into the gradients
 of ``h`` and ``W``, which the forward pass keeps for the backward one (one pass over the logits, not three).
 
-On CUDA (and where no gradient is needed) it is the plain form: cuBLAS and the caching allocator do not have
-this problem, and the plain form keeps autocast's bf16 matrix products.
+On CUDA, where no gradient is needed, and where all the logits fit one block, it is the plain form: on a GPU
+cuBLAS and the caching allocator do not have this problem, and the plain form keeps autocast's bf16 matrix
+products.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
         raise ValueError(f"linear_cross_entropy: target must be [N] = [{hidden.shape[0]}], got {tuple(target.shape)}")
     if hidden.shape[0] == 0:
         return F.cross_entropy(hidden @ weight.T, target)  # nan, as the plain form
-    blocked = hidden.device.type == "cpu" and torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    # where all the logits fit one block, the plain form is as lean and has no Python loop
+    blocked = hidden.device.type == "cpu" and needs_grad and hidden.shape[0] * weight.shape[0] > BLOCK_ELEMENTS
     if not blocked:
         return F.cross_entropy(hidden @ weight.T, target)
     return _BlockedLinearCrossEntropy.apply(hidden, weight, target)

@@ -10,7 +10,7 @@ from recsys.models import build_model, losses
 from recsys.models.losses import linear_cross_entropy
 
 
-@pytest.mark.parametrize("n_rows", [1, 37, 300])  # one block, a partial last block, many blocks
+@pytest.mark.parametrize("n_rows", [17, 37, 300])  # two blocks, a partial last block, many blocks
 def test_blocked_cross_entropy_equals_the_plain_form(monkeypatch, n_rows):
     monkeypatch.setattr(losses, "BLOCK_ELEMENTS", 16 * 50)  # 16 rows per block of 50 classes
     torch.manual_seed(0)
@@ -37,10 +37,15 @@ def test_large_logits_do_not_overflow():
     assert torch.isfinite(blocked) and blocked > 1000
 
 
-def test_without_gradients_it_is_the_plain_form_and_shapes_are_checked():
+def test_without_gradients_or_when_one_block_holds_all_it_is_the_plain_form_and_shapes_are_checked(monkeypatch):
     hidden, weight, target = torch.randn(5, 4), torch.randn(7, 4), torch.randint(0, 7, (5,))
     out = linear_cross_entropy(hidden, weight, target)
     assert out.grad_fn is None
+    monkeypatch.setattr(losses, "BLOCK_ELEMENTS", 35)  # 5 x 7 logits: one block
+    small = linear_cross_entropy(hidden.requires_grad_(), weight, target)
+    assert "Blocked" not in type(small.grad_fn).__name__
+    monkeypatch.setattr(losses, "BLOCK_ELEMENTS", 34)
+    assert "Blocked" in type(linear_cross_entropy(hidden, weight, target).grad_fn).__name__
     torch.testing.assert_close(out, F.cross_entropy(hidden @ weight.T, target))
     with pytest.raises(ValueError, match="hidden \\[N, D\\] and weight \\[C, D\\]"):
         linear_cross_entropy(hidden, torch.randn(7, 3), target)
@@ -49,8 +54,12 @@ def test_without_gradients_it_is_the_plain_form_and_shapes_are_checked():
 
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
-def test_sequential_ce_loss_is_the_full_softmax_over_item_logits(similarity):
+def test_sequential_ce_loss_is_the_full_softmax_over_item_logits(monkeypatch, similarity):
     """The models' ``ce`` loss (blocked) and cross-entropy over ``item_logits`` give the same parameter grads."""
+    monkeypatch.setattr(losses, "BLOCK_ELEMENTS", 200)  # 5 rows of 40 items per block
+    calls = []
+    blocked_apply = losses._BlockedLinearCrossEntropy.apply
+    monkeypatch.setattr(losses._BlockedLinearCrossEntropy, "apply", lambda *a: calls.append(1) or blocked_apply(*a))
     torch.manual_seed(0)
     options = {"hidden_dim": 16, "max_len": 10, "dropout": 0.0, "similarity": similarity, "temperature": 0.5}
     model = build_model("sasrec", 3, 40, options)
@@ -64,6 +73,7 @@ def test_sequential_ce_loss_is_the_full_softmax_over_item_logits(similarity):
     plain = F.cross_entropy(model.item_logits(hidden[mask]), targets[mask] - 1)
     reference = torch.autograd.grad(plain, list(model.parameters()), allow_unused=True)
     torch.testing.assert_close(model.loss(batch), plain)
+    assert len(calls) == 2  # both loss calls took the blocked path
     for mine, theirs in zip(ours, reference, strict=True):
         if theirs is None:
             assert mine is None
