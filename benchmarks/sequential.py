@@ -154,7 +154,8 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
         "seconds_per_epoch": result["seconds_per_epoch"],
         "train_seconds": result["seconds"],
         "train_config": {
-            k: getattr(config, k) for k in ("epochs", "batch_size", "lr", "patience", "max_minutes", "eval_mask")
+            k: getattr(config, k)
+            for k in ("epochs", "batch_size", "lr", "patience", "max_minutes", "eval_mask", "length_buckets")
         },
         "model_config": dataclasses.asdict(model.config),
     }
@@ -235,7 +236,7 @@ def equal_epoch_means(rows: list[dict[str, Any]], epochs: list[int]) -> list[dic
     return out
 
 
-TRAIN_OVERRIDES = ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every", "eval_mask")
+TRAIN_OVERRIDES = ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every", "eval_mask", "length_buckets")
 
 
 def _quality_payload(runs: list[dict[str, Any]], presets: list[str]) -> dict[str, Any]:
@@ -891,6 +892,11 @@ def main(argv: list[str] | None = None) -> int:
         ("eval-every", int),
     ):
         q.add_argument(f"--{key}", type=kind)
+    q.add_argument(
+        "--length-buckets",
+        type=int,
+        help="batches of similar-length windows, sorted within groups of this many batches (0: off, the default)",
+    )
     q.add_argument(
         "--eval-mask",
         choices=list(EVAL_MASKS),

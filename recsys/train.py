@@ -40,7 +40,7 @@ from recsys.checkpoint import load_optimizer_state, save_optimizer_state
 from recsys.config import ConfigError, build_config, load_yaml, parse_overrides, split_overrides
 from recsys.models import Recommender, build_model, get_model_class
 from recsys.models.base import atomic_write_text
-from recsys.sampling import EpochSeededBatchSampler, EpochSeededSampler, collate_batch
+from recsys.sampling import EpochSeededBatchSampler, EpochSeededSampler, LengthBucketBatchSampler, collate_batch
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,9 @@ class TrainConfig:
     # valid for test; the default, as RecBole), "input" (only the items of the model's input window, as HSTU's
     # evaluation; sequential models) or "none" (nothing: repeat consumption counts)
     eval_mask: str = "history"
+    # > 0: batches of similar-length examples, sorted by length within groups of this many batches (datasets
+    # with ``example_lengths``: the sequence models), so short sequences are not padded to long ones. 0: off
+    length_buckets: int = 0
 
 
 @dataclasses.dataclass
@@ -334,9 +337,22 @@ class Trainer:
             device_sampler = dataset.device_sampler(acc.device)
         else:
             sampler = EpochSeededSampler(len(dataset), cfg.seed)
+            if cfg.length_buckets < 0:
+                raise ConfigError(f"length_buckets must be >= 0 (0: off), got {cfg.length_buckets}")
+            if cfg.length_buckets:
+                if not hasattr(dataset, "example_lengths"):
+                    raise ConfigError(
+                        f"length_buckets: {type(dataset).__name__} (model {raw_model.name!r}) has no example "
+                        "lengths (only the sequence models' windows do); use length_buckets=0"
+                    )
+                batch_sampler = LengthBucketBatchSampler(
+                    sampler, cfg.batch_size, dataset.example_lengths(), cfg.length_buckets
+                )
+            else:
+                batch_sampler = EpochSeededBatchSampler(sampler, cfg.batch_size)
             loader = torch.utils.data.DataLoader(
                 dataset,
-                batch_sampler=EpochSeededBatchSampler(sampler, cfg.batch_size),
+                batch_sampler=batch_sampler,
                 collate_fn=collate_batch,
                 num_workers=cfg.num_workers,
                 persistent_workers=False,  # workers must see each epoch's set_epoch

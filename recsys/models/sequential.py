@@ -154,6 +154,10 @@ class SequenceTrainDataset(Dataset):
         if self.starts.size == 0:
             raise ValueError("no user has two or more training events: nothing to train a sequence model on")
 
+    def example_lengths(self) -> np.ndarray:
+        """Input events of each window (its padded width in a batch): for ``TrainConfig.length_buckets``."""
+        return self.ends - self.starts - 1
+
     def set_epoch(self, epoch: int) -> None:
         """Select the negatives of ``epoch``."""
         self.epoch = int(epoch)

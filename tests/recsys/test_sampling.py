@@ -115,3 +115,49 @@ def test_device_sampler_draws_valid_reproducible_epochs(cls, sample_by):
     shards = [list(sampler.epoch(0, 64, rank, 2)) for rank in (0, 1)]
     assert len(shards[0]) == len(shards[1]) == sampler.n_batches(64, 2) == len(batches) // 2
     assert torch.equal(shards[1][0]["users"], batches[1]["users"])
+
+
+def _padded_cells(batches, lengths) -> int:
+    return sum(len(b) * int(lengths[b].max()) for b in batches)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_length_buckets_see_every_example_once_with_far_less_padding(drop_last):
+    from recsys.sampling import EpochSeededBatchSampler, EpochSeededSampler, LengthBucketBatchSampler
+
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(rng.geometric(0.12, size=1003), 50)  # mostly short, a few long (as the Amazon sets)
+    sampler = EpochSeededSampler(len(lengths), seed=3)
+    buckets = LengthBucketBatchSampler(sampler, 16, lengths, bucket_batches=8, drop_last=drop_last)
+    plain = EpochSeededBatchSampler(EpochSeededSampler(len(lengths), seed=3), 16, drop_last=drop_last)
+    first = [np.array(b) for b in buckets]
+    assert len(first) == len(buckets) == len(list(plain))
+    seen = np.concatenate(first)
+    if drop_last:  # only the last group's partial batch goes
+        assert len(seen) == 1003 - 1003 % 16 and len(set(seen.tolist())) == len(seen)
+        assert all(len(b) == 16 for b in first)
+    else:
+        assert sorted(seen.tolist()) == list(range(1003))
+    assert _padded_cells(first, lengths) < 0.6 * _padded_cells([np.array(b) for b in plain], lengths)
+
+    # a batch's examples come from one sorted group: lengths differ little within a batch
+    def spread(batches):
+        return np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+
+    assert spread(first) < 0.25 * spread([np.array(b) for b in plain])
+    # reproducible per (seed, epoch), different across epochs, and not sorted across batches
+    again = [np.array(b) for b in LengthBucketBatchSampler(sampler, 16, lengths, 8, drop_last)]
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))
+    sampler.set_epoch(1)
+    assert [b.tolist() for b in first] != [list(b) for b in buckets]
+    maxima = [lengths[b].max() for b in first]
+    assert maxima != sorted(maxima)
+
+
+def test_length_buckets_check_their_arguments():
+    from recsys.sampling import EpochSeededSampler, LengthBucketBatchSampler
+
+    with pytest.raises(ValueError, match=r"lengths: one per example \(10\), got shape \(9,\)"):
+        LengthBucketBatchSampler(EpochSeededSampler(10), 4, np.ones(9), 2)
+    with pytest.raises(ValueError, match="bucket_batches must be >= 1"):
+        LengthBucketBatchSampler(EpochSeededSampler(10), 4, np.ones(10), 0)

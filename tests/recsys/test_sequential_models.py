@@ -275,6 +275,37 @@ def test_eval_mask_is_checked_when_the_trainer_is_built(markov_split):
         Trainer(pop, markov_split, TrainConfig(eval_mask="window"), progress=False)
 
 
+def test_length_buckets_train_a_sequence_model_and_are_refused_where_examples_have_no_length(markov_split, monkeypatch):
+    import recsys.train as train_module
+    from recsys.sampling import LengthBucketBatchSampler
+
+    made = []
+
+    class Spy(LengthBucketBatchSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(train_module, "LengthBucketBatchSampler", Spy)
+    pop = Trainer(
+        build_model("pop", markov_split.train.n_users, markov_split.train.n_items),
+        markov_split,
+        TrainConfig(),
+        progress=False,
+    ).fit()
+    torch.manual_seed(0)
+    model = build_model("gdn", markov_split.train.n_users, markov_split.train.n_items, SMALL["gdn"])
+    config = TrainConfig(epochs=25, batch_size=32, lr=5e-3, patience=0, eval_every=25, seed=0, length_buckets=4)
+    result = Trainer(model, markov_split, config, progress=False).fit()
+    assert len(made) == 1 and made[0].bucket_batches == 4
+    assert result["hr@10"] > pop["hr@10"] + 0.3
+    mf = build_model("bpr", markov_split.train.n_users, markov_split.train.n_items)
+    with pytest.raises(ValueError, match="length_buckets: PairwiseDataset \\(model 'bpr'\\) has no example lengths"):
+        Trainer(mf, markov_split, TrainConfig(epochs=1, length_buckets=4), progress=False).fit()
+    with pytest.raises(ValueError, match="length_buckets must be >= 0"):
+        Trainer(mf, markov_split, TrainConfig(epochs=1, length_buckets=-1), progress=False).fit()
+
+
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "gdn", "sinkrec"])
 def test_save_load_round_trip(tmp_path, markov_split, name):
     split = markov_split
