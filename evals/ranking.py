@@ -28,6 +28,7 @@ are opt-in only, and every key carries a ``sampled<N>_`` prefix and the result a
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -124,6 +125,17 @@ def _resolve_tail_mask(
 # -- the core: pessimistic positions of relevant items --------------------------------------------------
 
 
+def _nan_to_minus_inf(scores: torch.Tensor) -> torch.Tensor:
+    """A new tensor with NaN scores at -inf (never retrieved); +-inf stay as they are."""
+    return torch.nan_to_num(scores, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+
+
+def _count_true(mask: torch.Tensor) -> torch.Tensor:
+    """True entries per row of a bool ``(B, N)`` matrix, as int64: summed as bytes into int32, which on a CPU
+    is about 1.6x faster than ``bool.sum`` (it accumulates in int64); rows have far fewer than 2^31 items."""
+    return mask.view(torch.uint8).sum(dim=1, dtype=torch.int32).long()
+
+
 def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor, limit: int | None = None) -> torch.Tensor:
     """0-based positions of each user's relevant items under pessimistic tie-breaking.
 
@@ -134,8 +146,8 @@ def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor, limit: i
     need; it replaces a sort of each row by a top-``limit`` selection).
     """
     n_rows, n_items = scores.shape
-    scores = torch.where(torch.isnan(scores), torch.full_like(scores, -torch.inf), scores)
-    n_relevant = relevant.sum(dim=1)
+    scores = _nan_to_minus_inf(scores)
+    n_relevant = _count_true(relevant)
     m = int(n_relevant.max().item()) if n_rows else 0
     if m == 0:
         return torch.full((n_rows, 0), n_items, dtype=torch.long, device=scores.device)
@@ -149,7 +161,7 @@ def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor, limit: i
     irrelevant = scores.masked_fill(relevant, -torch.inf)
     if m <= _COMPARE_MAX_RELEVANT:
         # one pass over the row per relevant slot: O(B * N) memory whatever the catalogue size
-        at_least = torch.stack([(irrelevant >= rel_scores[:, t : t + 1]).sum(dim=1) for t in range(m)], dim=1)
+        at_least = torch.stack([_count_true(irrelevant >= rel_scores[:, t : t + 1]) for t in range(m)], dim=1)
     elif limit is not None and limit < n_items:
         # only the `limit` best irrelevant scores can push a relevant item to a position below `limit`
         best = torch.topk(irrelevant, limit, dim=1).values.flip(1).contiguous()  # ascending
@@ -254,7 +266,7 @@ def _rank_all_users(
         if not scores.is_floating_point() or scores.dtype in (torch.float16, torch.bfloat16):
             scores = scores.float()
         # a fresh tensor, so masking in place never touches the model's own buffers
-        scores = torch.where(torch.isnan(scores), torch.full_like(scores, -torch.inf), scores)
+        scores = _nan_to_minus_inf(scores)
         relevant = csr_rows_to_dense(test, batch_users, device)
         if mask is not None:
             scores.masked_fill_(csr_rows_to_dense(mask, batch_users, device), -torch.inf)
@@ -263,7 +275,7 @@ def _rank_all_users(
             scores.masked_fill_(~keep, -torch.inf)
         positions = pessimistic_positions(scores, relevant, limit=k_max)
         hits = _hits_from_positions(positions, k_max)
-        n_relevant = relevant.sum(dim=1)
+        n_relevant = _count_true(relevant)
         per_user = ranking_metrics(hits, n_relevant, ks)
         top_values, top_items = torch.topk(scores, min(k_max, n_items), dim=1)
         top_items = top_items.masked_fill(top_values == -torch.inf, -1)

@@ -213,6 +213,8 @@ class SequentialRecommender(Recommender):
     """
 
     item_embedding: torch.nn.Embedding
+    # users per encoder call when scoring on a CPU (grouped by history length; see ``score``)
+    score_group_size: int = 256
 
     def __init__(self, config: Any, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
@@ -308,9 +310,24 @@ class SequentialRecommender(Recommender):
             )
         device = self.item_embedding.weight.device
         cpu_users = users.cpu()
-        items, gaps, lengths = (t[cpu_users].to(device) for t in self._eval)
-        width = max(int(lengths.max()), 1)  # right padding: trailing pads of the whole batch can go
-        return self.item_logits(self.last_hidden(items[:, :width], gaps[:, :width], lengths))
+        items, gaps, lengths = self._eval[0][cpu_users], self._eval[1][cpu_users], self._eval[2][cpu_users]
+        group = self.score_group_size if device.type == "cpu" else len(cpu_users)
+        if len(cpu_users) <= group:
+            width = max(int(lengths.max()), 1)  # right padding: trailing pads of the whole batch can go
+            hidden = self.last_hidden(items[:, :width].to(device), gaps[:, :width].to(device), lengths.to(device))
+            return self.item_logits(hidden)
+        # on a CPU, users of similar history length are encoded together, each group only as wide as its
+        # longest history: where most histories are short (Amazon: 6 events, max_len 50) this is most of the work
+        order = torch.argsort(lengths, stable=True)
+        hidden = None
+        for start in range(0, len(order), group):
+            rows = order[start : start + group]
+            width = max(int(lengths[rows].max()), 1)
+            part = self.last_hidden(items[rows, :width], gaps[rows, :width], lengths[rows])
+            if hidden is None:
+                hidden = part.new_empty(len(order), part.shape[1])
+            hidden[rows] = part
+        return self.item_logits(hidden)
 
     # -- streaming --------------------------------------------------------------------------------
     def stream_init(self, batch_size: int = 1) -> Any:

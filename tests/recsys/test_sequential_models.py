@@ -408,3 +408,26 @@ def test_sinkrec_zero_initialised_reinjection_starts_as_none_and_learns(markov_s
     assert all(float(m.reinject.weight.grad.abs().sum()) > 0 for m in layers)  # and it is trained from there
     with pytest.raises(ValueError, match="reinject_init"):
         build_model("sinkrec", 5, 7, {**SMALL["sinkrec"], "reinject_init": "small"})
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec", "gdn", "sinkrec"])
+def test_scoring_in_length_groups_equals_one_padded_batch(name, monkeypatch):
+    """On a CPU, ``score`` encodes users in groups of similar history length; the scores are those of one
+    batch padded to the longest history (the sequences are causal and right-padded)."""
+    rng = np.random.default_rng(0)
+    users, items, times = [], [], []
+    for user in range(30):
+        for t in range(int(rng.integers(1, 25))):  # lengths 1..24, max_len 20: some truncated
+            users.append(f"u{user}")
+            items.append(f"i{int(rng.integers(40))}")
+            times.append(float(t))
+    history = InteractionDataset.from_raw("lengths", users, items, timestamps=times)
+    torch.manual_seed(0)
+    model = build_model(name, history.n_users, history.n_items, SMALL[name]).eval()
+    model.set_eval_history(history)
+    everyone = torch.arange(history.n_users).flip(0)
+    with torch.no_grad():
+        grouped = model.score(everyone)  # groups of 256 > 30 users: one batch
+        monkeypatch.setattr(model, "score_group_size", 4)
+        assert model.score(everyone).shape == grouped.shape
+        torch.testing.assert_close(model.score(everyone), grouped, atol=1e-5, rtol=1e-5)
