@@ -55,6 +55,13 @@ def markov_split():
     return make_split(markov_dataset(), "loo")
 
 
+@pytest.fixture(scope="module")
+def pop(markov_split):
+    """ItemPop's metrics on the planted-pattern split: the bar every sequence model must clear."""
+    model = build_model("pop", markov_split.train.n_users, markov_split.train.n_items)
+    return Trainer(model, markov_split, TrainConfig(), progress=False).fit()
+
+
 def _fit(name: str, split, overrides: dict | None = None, epochs: int = 25) -> dict:
     torch.manual_seed(0)
     model = build_model(name, split.train.n_users, split.train.n_items, {**SMALL.get(name, {}), **(overrides or {})})
@@ -127,13 +134,7 @@ def test_no_leakage_scoring_sequences_end_before_the_target(markov_split):
 
 
 # -- learning ----------------------------------------------------------------------------------------------
-def test_each_model_beats_popularity_on_a_planted_sequential_pattern(markov_split):
-    pop = Trainer(
-        build_model("pop", markov_split.train.n_users, markov_split.train.n_items),
-        markov_split,
-        TrainConfig(),
-        progress=False,
-    ).fit()
+def test_each_model_beats_popularity_on_a_planted_sequential_pattern(markov_split, pop):
     for name in ("sasrec", "gru4rec", "gdn", "sinkrec"):
         result = _fit(name, markov_split)
         assert result["n_users"] == pop["n_users"] == 120
@@ -220,13 +221,7 @@ def test_bad_loss_similarity_or_temperature_is_refused_by_name(markov_split, fie
         build_model("sasrec", markov_split.train.n_users, markov_split.train.n_items, {field: value})
 
 
-def test_sasrec_with_hstus_sampled_softmax_learns_the_planted_pattern(markov_split):
-    pop = Trainer(
-        build_model("pop", markov_split.train.n_users, markov_split.train.n_items),
-        markov_split,
-        TrainConfig(),
-        progress=False,
-    ).fit()
+def test_sasrec_with_hstus_sampled_softmax_learns_the_planted_pattern(markov_split, pop):
     options = {"loss": "sampled_softmax", "n_neg": 8, "similarity": "cosine", "temperature": 0.05}
     result = _fit("sasrec", markov_split, options)
     assert result["hr@10"] > pop["hr@10"] + 0.3, (result["hr@10"], pop["hr@10"])
@@ -268,14 +263,16 @@ def test_eval_mask_history_input_and_none():
 
 
 def test_eval_mask_is_checked_when_the_trainer_is_built(markov_split):
-    pop = build_model("pop", markov_split.train.n_users, markov_split.train.n_items)
+    itempop = build_model("pop", markov_split.train.n_users, markov_split.train.n_items)
     with pytest.raises(ValueError, match="eval_mask='input': model 'pop' has no input window"):
-        Trainer(pop, markov_split, TrainConfig(eval_mask="input"), progress=False)
+        Trainer(itempop, markov_split, TrainConfig(eval_mask="input"), progress=False)
     with pytest.raises(ValueError, match="eval_mask must be one of history, input, none; got 'window'"):
-        Trainer(pop, markov_split, TrainConfig(eval_mask="window"), progress=False)
+        Trainer(itempop, markov_split, TrainConfig(eval_mask="window"), progress=False)
 
 
-def test_length_buckets_train_a_sequence_model_and_are_refused_where_examples_have_no_length(markov_split, monkeypatch):
+def test_length_buckets_train_a_sequence_model_and_are_refused_where_examples_have_no_length(
+    markov_split, pop, monkeypatch
+):
     import recsys.train as train_module
     from recsys.sampling import LengthBucketBatchSampler
 
@@ -287,12 +284,6 @@ def test_length_buckets_train_a_sequence_model_and_are_refused_where_examples_ha
             made.append(self)
 
     monkeypatch.setattr(train_module, "LengthBucketBatchSampler", Spy)
-    pop = Trainer(
-        build_model("pop", markov_split.train.n_users, markov_split.train.n_items),
-        markov_split,
-        TrainConfig(),
-        progress=False,
-    ).fit()
     torch.manual_seed(0)
     model = build_model("gdn", markov_split.train.n_users, markov_split.train.n_items, SMALL["gdn"])
     config = TrainConfig(epochs=25, batch_size=32, lr=5e-3, patience=0, eval_every=25, seed=0, length_buckets=4)
