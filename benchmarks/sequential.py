@@ -145,6 +145,8 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
             for h in trainer.history
             if "valid" in h
         ],
+        # training loss per epoch, with its named parts where the model has them (SinkRec: next-item and RVQ)
+        "loss_curve": [{"epoch": h["epoch"], "loss": h["loss"], **h.get("loss_parts", {})} for h in trainer.history],
         "codebook_usage": model.code_usage() if hasattr(model, "code_usage") else None,  # SinkRec's RVQ
         "n_users": result.get("n_users"),
         "best_epoch": result["best_epoch"],

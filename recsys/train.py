@@ -390,6 +390,7 @@ class Trainer:
                 batches, n_batches = loader, len(loader)
             model.train()
             total, steps = torch.zeros((), device=acc.device), 0
+            parts: dict[str, torch.Tensor] = {}  # the model's named loss parts, summed over the epoch
             bar = tqdm(
                 batches,
                 total=n_batches,
@@ -410,6 +411,8 @@ class Trainer:
                 optimizer_step()
                 zero_grad(set_to_none=True)
                 total += loss.detach()
+                for name, value in acc.unwrap_model(model).loss_parts().items():
+                    parts[name] = parts[name] + value if name in parts else value.clone()
                 steps += 1
                 if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:
                     break
@@ -418,6 +421,11 @@ class Trainer:
             mean_loss = float(acc.reduce(total, reduction="mean").item()) / max(steps, 1)
             epoch_seconds.append(time.perf_counter() - tick)
             record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "seconds": epoch_seconds[-1]}
+            if parts:
+                record["loss_parts"] = {
+                    name: float(acc.reduce(value, reduction="mean").item()) / max(steps, 1)
+                    for name, value in parts.items()
+                }
             is_eval_epoch = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
             if use_valid and is_eval_epoch:
                 valid = self.evaluate("valid")
@@ -446,9 +454,10 @@ class Trainer:
                 )
             self.history.append(record)
             logger.info(
-                "epoch %d loss %.5f %s",
+                "epoch %d loss %.5f%s %s",
                 epoch + 1,
                 mean_loss,
+                "".join(f" {name} {value:.5f}" for name, value in record.get("loss_parts", {}).items()),
                 f"valid {cfg.valid_metric} {record['valid'][cfg.valid_metric]:.5f}" if "valid" in record else "",
             )
             if cfg.save_every_epoch and self.out_dir is not None:

@@ -66,6 +66,11 @@ class Recommender(nn.Module):
         """The training loss of one batch."""
         raise NotImplementedError(f"{self.name} is not trained by gradient descent")
 
+    def loss_parts(self) -> dict[str, torch.Tensor]:
+        """Named, detached parts of the last ``loss`` (e.g. a main and an auxiliary loss), which the Trainer
+        averages per epoch into its log; empty for a loss of one part."""
+        return {}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``model(batch)`` is the loss, so that DDP wrappers (which hook ``forward``) sync gradients."""
         return self.loss(batch)

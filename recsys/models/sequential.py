@@ -295,7 +295,12 @@ class SequentialRecommender(Recommender):
                 main = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long))
             else:
                 main = -F.logsigmoid(pos - neg).mean()
+        # SinkRec's RVQ losses: logged apart, since the sum hides which of the two moves
+        self._loss_parts = {"main": main.detach(), "aux": aux.detach()} if aux.requires_grad else {}
         return main + aux
+
+    def loss_parts(self) -> dict[str, torch.Tensor]:
+        return getattr(self, "_loss_parts", {})
 
     def last_hidden(self, items: torch.Tensor, gaps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The hidden state at each sequence's last real event (position 0 for an empty history)."""

@@ -37,6 +37,7 @@ def test_parallel_sweep_merges_its_runs_and_resumes(beauty_dir, tmp_path, caplog
     runs = json.loads(out.read_text())["runs"]
     assert [(r["model"], r["seed"], r["epochs_run"]) for r in runs] == [("gdn", 0, 1), ("sasrec", 0, 1)]
     assert [r["eval_mask"] for r in runs] == ["input", "input"]  # a train setting reaches every process
+    assert [[point["epoch"] for point in r["loss_curve"]] for r in runs] == [[1], [1]]
     assert runs[0]["split"]["n_users"] == 40 and all(0 <= r["hr@10"] <= 1 for r in runs)
     assert sorted(p.name for p in out.with_suffix(".runs").glob("*.json")) == [
         "beauty_gdn_seed0.json",

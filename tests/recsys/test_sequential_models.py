@@ -422,3 +422,21 @@ def test_scoring_in_length_groups_equals_one_padded_batch(name, monkeypatch):
         monkeypatch.setattr(model, "score_group_size", 4)
         assert model.score(everyone).shape == grouped.shape
         torch.testing.assert_close(model.score(everyone), grouped, atol=1e-5, rtol=1e-5)
+
+
+def test_sinkrecs_rvq_loss_is_logged_apart_from_the_next_item_loss(markov_split):
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=2, batch_size=32, lr=5e-3, patience=0, eval_every=2, seed=0)
+    sinkrec = build_model("sinkrec", markov_split.train.n_users, markov_split.train.n_items, SMALL["sinkrec"])
+    trainer = Trainer(sinkrec, markov_split, config, progress=False)
+    trainer.fit()
+    for record in trainer.history:
+        parts = record["loss_parts"]
+        assert set(parts) == {"main", "aux"} and parts["aux"] > 0
+        assert parts["main"] + parts["aux"] == pytest.approx(record["loss"], rel=1e-5)
+    no_memory = build_model(
+        "sinkrec", markov_split.train.n_users, markov_split.train.n_items, {**SMALL["sinkrec"], "use_memory": False}
+    )
+    trainer = Trainer(no_memory, markov_split, config, progress=False)
+    trainer.fit()
+    assert all("loss_parts" not in record for record in trainer.history)  # one part: nothing to split
