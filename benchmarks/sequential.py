@@ -602,8 +602,8 @@ def softmax(args: argparse.Namespace) -> int:
             "rows": args.rows,
             "dim": args.dim,
             "err_max": max(_relative_error(a, b) for a, b in zip(reference, ours, strict=True)),
-            "plain_fwd_bwd_s": _best_time(plain, args.repeats, device),
-            "blocked_fwd_bwd_s": _best_time(blocked, args.repeats, device),
+            "plain_fwd_bwd_s": _timed(plain, args.repeats),
+            "blocked_fwd_bwd_s": _timed(blocked, args.repeats),
         }
         row["speedup"] = row["plain_fwd_bwd_s"] / row["blocked_fwd_bwd_s"]
         rows.append(row)
@@ -621,21 +621,6 @@ def _softmax_run(loss_fn, hidden, weight, target) -> tuple[torch.Tensor, ...]:
     loss = loss_fn(hidden, weight, target)
     grads = torch.autograd.grad(loss, (hidden, weight))
     return (loss.detach(), *grads)
-
-
-def _best_time(fn, repeats: int, device: torch.device) -> float:
-    """Best of ``repeats`` wall times of ``fn()`` after one warm-up (synchronised on a GPU)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def plot_scaling(rows: list[dict[str, Any]], path: Path) -> Path:

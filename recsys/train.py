@@ -411,7 +411,7 @@ class Trainer:
                 optimizer_step()
                 zero_grad(set_to_none=True)
                 total += loss.detach()
-                for name, value in acc.unwrap_model(model).loss_parts().items():
+                for name, value in raw_model.loss_parts().items():
                     parts[name] = parts[name] + value if name in parts else value.clone()
                 steps += 1
                 if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:

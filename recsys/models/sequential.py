@@ -318,21 +318,23 @@ class SequentialRecommender(Recommender):
         items, gaps, lengths = self._eval[0][cpu_users], self._eval[1][cpu_users], self._eval[2][cpu_users]
         group = self.score_group_size if device.type == "cpu" else len(cpu_users)
         if len(cpu_users) <= group:
-            width = max(int(lengths.max()), 1)  # right padding: trailing pads of the whole batch can go
-            hidden = self.last_hidden(items[:, :width].to(device), gaps[:, :width].to(device), lengths.to(device))
-            return self.item_logits(hidden)
+            return self.item_logits(self._last_hidden_trimmed(items.to(device), gaps.to(device), lengths.to(device)))
         # on a CPU, users of similar history length are encoded together, each group only as wide as its
         # longest history: where most histories are short (Amazon: 6 events, max_len 50) this is most of the work
         order = torch.argsort(lengths, stable=True)
         hidden = None
         for start in range(0, len(order), group):
             rows = order[start : start + group]
-            width = max(int(lengths[rows].max()), 1)
-            part = self.last_hidden(items[rows, :width], gaps[rows, :width], lengths[rows])
+            part = self._last_hidden_trimmed(items[rows], gaps[rows], lengths[rows])
             if hidden is None:
                 hidden = part.new_empty(len(order), part.shape[1])
             hidden[rows] = part
         return self.item_logits(hidden)
+
+    def _last_hidden_trimmed(self, items: torch.Tensor, gaps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``last_hidden`` without the trailing padding columns no row of the batch reaches (right padding)."""
+        width = max(int(lengths.max()), 1)
+        return self.last_hidden(items[:, :width], gaps[:, :width], lengths)
 
     # -- streaming --------------------------------------------------------------------------------
     def stream_init(self, batch_size: int = 1) -> Any:
