@@ -148,6 +148,8 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
         # training loss per epoch, with its named parts where the model has them (SinkRec: next-item and RVQ)
         "loss_curve": [{"epoch": h["epoch"], "loss": h["loss"], **h.get("loss_parts", {})} for h in trainer.history],
         "codebook_usage": model.code_usage() if hasattr(model, "code_usage") else None,  # SinkRec's RVQ
+        # per epoch, what the model reports of itself (SinkRec: RVQ usage, relative error, pattern energy)
+        "diagnostics_curve": [{"epoch": h["epoch"], **h["diagnostics"]} for h in trainer.history if "diagnostics" in h],
         "n_users": result.get("n_users"),
         "best_epoch": result["best_epoch"],
         "epochs_run": result["epochs_run"],

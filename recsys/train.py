@@ -426,6 +426,9 @@ class Trainer:
                     name: float(acc.reduce(value, reduction="mean").item()) / max(steps, 1)
                     for name, value in parts.items()
                 }
+            diagnostics = raw_model.epoch_diagnostics()
+            if diagnostics:
+                record["diagnostics"] = diagnostics
             is_eval_epoch = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
             if use_valid and is_eval_epoch:
                 valid = self.evaluate("valid")

@@ -71,6 +71,11 @@ class Recommender(nn.Module):
         averages per epoch into its log; empty for a loss of one part."""
         return {}
 
+    def epoch_diagnostics(self) -> dict[str, Any]:
+        """JSON-ready statistics the Trainer records in its history after each epoch (SinkRec: the RVQ's code
+        usage and quantisation error); empty by default."""
+        return {}
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``model(batch)`` is the loss, so that DDP wrappers (which hook ``forward``) sync gradients."""
         return self.loss(batch)

@@ -110,6 +110,10 @@ class ResidualVQ(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
         self.register_buffer("usage", torch.ones(n_codebooks, codebook_size))  # EMA, 1 = uniform rate
+        # EMAs of what quantisation leaves (diagnostics only, not saved): the share of the pattern's energy left
+        # after each level, and the pattern's mean squared entry (the scale the RVQ losses are measured at)
+        self.register_buffer("relative_error", torch.full((n_codebooks,), float("nan")), persistent=False)
+        self.register_buffer("pattern_energy", torch.tensor(float("nan")), persistent=False)
         # saved with the weights, so a resumed or reloaded model never re-initialises trained codes
         self.register_buffer("initialized", torch.tensor(init == "random"))
         self.revived = 0  # codes reset so far (a diagnostic)
@@ -121,10 +125,19 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def code_usage(self) -> dict[str, list[float]]:
         """Per level, from the EMA usage: ``perplexity`` (exp of the usage entropy; the codebook size when every
-        code is used equally, 1 when one code takes every row) and ``max_share`` (the busiest code's share)."""
+        code is used equally, 1 when one code takes every row) and ``max_share`` (the busiest code's share).
+        From training batches (EMAs; NaN before the first): ``relative_error`` per level, the share of the
+        pattern's energy left after quantising with levels 0..l, and ``pattern_energy``, the pattern's mean
+        squared entry. The RVQ losses are mean squared errors, so they grow with ``pattern_energy`` even where
+        ``relative_error`` holds: the two tell a scale drift from a worse fit."""
         share = self.usage / self.usage.sum(1, keepdim=True)
         entropy = -(share * share.clamp_min(1e-12).log()).sum(1)
-        return {"perplexity": entropy.exp().tolist(), "max_share": share.max(1).values.tolist()}
+        return {
+            "perplexity": entropy.exp().tolist(),
+            "max_share": share.max(1).values.tolist(),
+            "relative_error": self.relative_error.tolist(),
+            "pattern_energy": float(self.pattern_energy),
+        }
 
     @torch.no_grad()
     def _nearest(self, residual: torch.Tensor, level: int) -> torch.Tensor:
@@ -184,6 +197,7 @@ class ResidualVQ(nn.Module):
         loss = codebook_loss + self.commitment_weight * commitment
         if self.training and keep.any():
             self._track_usage(codes, residuals, keep)
+            self._track_error(flat.detach()[keep], [*residuals[1:], residual], keep)
         quantized = flat + (total - flat).detach()  # straight-through
         return quantized.reshape(shape), loss
 
@@ -202,6 +216,20 @@ class ResidualVQ(nn.Module):
                 self.codebooks.data[level, dead] = pool[pick]
                 self.usage[level, dead] = 1.0
                 self.revived += int(dead.numel())
+
+    @torch.no_grad()
+    def _track_error(self, z: torch.Tensor, left: list[torch.Tensor], keep: torch.Tensor) -> None:
+        """Update the error EMAs from the kept rows z and the residual left after each level."""
+        energy = z.pow(2).sum().clamp_min(1e-12)
+        error = torch.stack([r[keep].pow(2).sum() / energy for r in left])
+        mean_sq = energy / z.numel()
+        decay = self.usage_decay
+        if torch.isnan(self.pattern_energy):  # the first batch seeds the EMAs
+            self.relative_error.copy_(error)
+            self.pattern_energy.copy_(mean_sq)
+        else:
+            self.relative_error.mul_(decay).add_(error, alpha=1 - decay)
+            self.pattern_energy.mul_(decay).add_(mean_sq, alpha=1 - decay)
 
 
 def _window_slots(x: torch.Tensor, width: int) -> list[torch.Tensor]:
@@ -411,9 +439,14 @@ class SinkRec(SequentialRecommender):
             aux = aux + loss
         return self.final_norm(x), self.config.memory_loss_weight * aux / self.config.n_loops
 
-    def code_usage(self) -> list[dict[str, list[float]]] | None:
+    def code_usage(self) -> list[dict[str, Any]] | None:
         """Each block's RVQ code usage (``ResidualVQ.code_usage``); None without memory."""
         return [b.memory.rvq.code_usage() for b in self.blocks if b.memory is not None] or None
+
+    def epoch_diagnostics(self) -> dict[str, Any]:
+        """The RVQ's code usage and quantisation error per block, logged by the Trainer each epoch."""
+        usage = self.code_usage()
+        return {"rvq": usage} if usage else {}
 
     def stream_init(self, batch_size: int = 1) -> list[dict[str, Any]]:
         device = self.item_embedding.weight.device

@@ -4,6 +4,7 @@ save/load, the S3-Rec/SASRec loaders and the min_rating filter."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -434,9 +435,15 @@ def test_sinkrecs_rvq_loss_is_logged_apart_from_the_next_item_loss(markov_split)
         parts = record["loss_parts"]
         assert set(parts) == {"main", "aux"} and parts["aux"] > 0
         assert parts["main"] + parts["aux"] == pytest.approx(record["loss"], rel=1e-5)
+        # and the RVQ's state after each epoch: one block (shared loop weights), an error share per level
+        (rvq,) = record["diagnostics"]["rvq"]
+        assert len(rvq["relative_error"]) == sinkrec.config.n_codebooks
+        assert all(0 < e < 1 for e in rvq["relative_error"]) and rvq["pattern_energy"] > 0
+        json.dumps(record["diagnostics"])  # JSON-ready, as the history and the benchmark write it
     no_memory = build_model(
         "sinkrec", markov_split.train.n_users, markov_split.train.n_items, {**SMALL["sinkrec"], "use_memory": False}
     )
     trainer = Trainer(no_memory, markov_split, config, progress=False)
     trainer.fit()
     assert all("loss_parts" not in record for record in trainer.history)  # one part: nothing to split
+    assert all("diagnostics" not in record for record in trainer.history)  # and no RVQ to report on

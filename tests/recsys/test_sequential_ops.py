@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -146,6 +147,30 @@ def test_rvq_error_falls_with_more_codebooks():
     errors = [float((rvq.quantize(data, n)[0] - data).pow(2).mean().detach()) for n in range(1, 5)]
     assert all(a > b for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < 0.5 * errors[0]
+    # the tracked diagnostics agree: the energy left falls level by level, at the data's scale
+    usage = rvq.code_usage()
+    assert all(a > b for a, b in itertools.pairwise(usage["relative_error"])) and 0 < usage["relative_error"][-1] < 1
+    assert usage["pattern_energy"] == pytest.approx(float(data.pow(2).mean()), rel=1e-4)  # same rows every step
+    share_left = errors[-1] / float(data.pow(2).mean())  # after the last step; the EMA lags a few steps behind
+    assert share_left <= usage["relative_error"][-1] < 2 * share_left
+
+
+def test_rvq_error_diagnostics_start_empty_scale_with_the_input_and_are_not_saved():
+    rvq = ResidualVQ(4, n_codebooks=2, codebook_size=8)
+    assert all(math.isnan(v) for v in rvq.code_usage()["relative_error"])
+    assert math.isnan(rvq.code_usage()["pattern_energy"])
+    z = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
+    rvq.eval()(z)
+    assert math.isnan(rvq.code_usage()["pattern_energy"])  # evaluation leaves the training statistics alone
+    rvq.train()(z)
+    small = rvq.code_usage()
+    rvq.train()(z * 10)
+    large = rvq.code_usage()
+    # ten times the scale: a hundred times the energy (the decay 0.99 EMA moves 1% of the way), worse fit
+    assert large["pattern_energy"] == pytest.approx(1.99 * small["pattern_energy"])
+    assert large["relative_error"][-1] > small["relative_error"][-1]
+    assert "relative_error" not in rvq.state_dict() and "pattern_energy" not in rvq.state_dict()
+    ResidualVQ(4, n_codebooks=2, codebook_size=8).load_state_dict(rvq.state_dict())  # strict load still works
 
 
 def test_rvq_straight_through_and_dead_code_revival():
