@@ -100,6 +100,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sinkrec-per-loop": ("sinkrec", {"shared_loop_weights": False}),
     "sinkrec-data-init": ("sinkrec", {"codebook_init": "data"}),  # codebooks from the first batch
     "sinkrec-reinject-zero": ("sinkrec", {"reinject_init": "zero"}),  # re-injection starts switched off
+    "sinkrec-pattern-norm": ("sinkrec", {"pattern_norm": True}),  # the RVQ quantises at a fixed scale
 }
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 QUALITY_COLUMNS = [

@@ -70,6 +70,10 @@ class SinkRecConfig:
     # "random": N(0, 1/dim) codes; "data": on the first training batch each level's codes become evenly spaced
     # residuals of that batch (the local patterns' own scale; random codes can leave one code taking most rows)
     codebook_init: str = "random"
+    # normalise each local pattern (zero mean, unit variance over its entries, no learned gain) before the RVQ,
+    # so the codebooks quantise at a fixed scale; without it the pattern's scale is free and on the Amazon sets
+    # grew through training faster than the codes followed (docs/sequential.md, "the rising RVQ loss")
+    pattern_norm: bool = False
     reinject: bool = True
     # "default": torch's Linear initialisation, the codes enter the token stream at full strength from step 0;
     # "zero": W_r and its bias start at 0, so the model starts as if without re-injection and learns how much
@@ -280,7 +284,8 @@ class ConditionalMemory(nn.Module):
         """z_t from the sum [B, T, D] of the normalised window ending at t and the gap feature."""
         count = torch.clamp(steps + 1, max=self.cfg.memory_window).to(x.dtype)  # [T]
         mean = window_sum / count[None, :, None]
-        return self.to_pattern(torch.cat([mean, self.time_proj(gaps.unsqueeze(-1))], dim=-1))
+        z = self.to_pattern(torch.cat([mean, self.time_proj(gaps.unsqueeze(-1))], dim=-1))
+        return F.layer_norm(z, z.shape[-1:]) if self.cfg.pattern_norm else z
 
     def forward(self, x, gaps, mask, cache=None):
         """(x with re-injected codes, m_k [B, T, H, d], m_v [B, T, H, d], loss, new window cache)."""

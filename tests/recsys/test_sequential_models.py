@@ -28,6 +28,7 @@ ABLATIONS = [
     {"readout_purification": False},
     {"temporal_gates": False},
     {"shared_loop_weights": False},
+    {"pattern_norm": True},  # not an ablation: an option
 ]
 
 
@@ -154,6 +155,8 @@ def test_sinkrec_ablations_build_and_train_a_step(markov_split, switch):
     assert torch.isfinite(loss)
     model.set_eval_history(split.train)
     assert model.score(torch.arange(4)).shape == (4, split.train.n_items)
+    if switch == {"pattern_norm": True}:  # the RVQ saw patterns at unit scale (layer norm: mean square ~ 1)
+        assert model.code_usage()[0]["pattern_energy"] == pytest.approx(1.0, abs=1e-3)
     if switch == {"use_memory": False}:
         assert not any("memory" in name for name, _ in model.named_modules() if name.endswith("memory"))
 

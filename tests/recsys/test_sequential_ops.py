@@ -93,11 +93,13 @@ def test_causal_a_later_event_never_changes_an_earlier_prediction(name):
 
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
-@pytest.mark.parametrize("name", ["gdn", "sinkrec", "gru4rec"])
+@pytest.mark.parametrize("name", ["gdn", "sinkrec", "sinkrec+pattern_norm", "gru4rec"])
 def test_streaming_scores_equal_batch_scores(name, similarity):
     torch.manual_seed(0)
     temperature = 0.05 if similarity == "cosine" else 1.0  # cosine scores are in [-20, 20]
-    model = build_model(name, 2, 30, {**SMALL[name], "similarity": similarity, "temperature": temperature}).eval()
+    name, _, switch = name.partition("+")
+    overrides = {**SMALL[name], "similarity": similarity, "temperature": temperature}
+    model = build_model(name, 2, 30, {**overrides, **({switch: True} if switch else {})}).eval()
     rng = np.random.default_rng(0)
     length = 70  # crosses chunk boundaries and the memory window
     items = rng.integers(0, 30, size=length)
