@@ -75,7 +75,13 @@ def test_quality_run_records_the_valid_curve_per_epoch(monkeypatch):
     assert all(0.0 <= point["ndcg@10"] <= 1.0 and point["seconds"] > 0 for point in run["valid_curve"])
     best = max(run["valid_curve"], key=lambda point: point["ndcg@10"])
     assert run["best_epoch"] == best["epoch"] and run["valid_ndcg@10"] == best["ndcg@10"]
-    assert run["codebook_usage"] is None  # GDN has no memory
+    assert run["codebook_usage"] is None and run["diagnostics_curve"] == []  # GDN has no memory
+    small = {"hidden_dim": 16, "n_heads": 2, "codebook_size": 8, "memory_window": 3, "max_len": 10}
+    monkeypatch.setitem(sequential.VARIANTS, "sinkrec-tiny", ("sinkrec", small))
+    run = sequential.run_quality("tiny", split, "sinkrec-tiny", 0, {"epochs": 2, "patience": 0, "batch_size": 8})
+    assert [point["epoch"] for point in run["diagnostics_curve"]] == [1, 2]
+    assert run["diagnostics_curve"][-1]["rvq"] == run["codebook_usage"]  # the last epoch's is the final state
+    assert [set(point) for point in run["loss_curve"]] == [{"epoch", "loss", "main", "aux"}] * 2
 
 
 def test_report_keeps_runs_of_different_lengths_apart(tmp_path):
