@@ -160,17 +160,35 @@ def run_quality(preset: str, split: Any, variant: str, seed: int, train_override
         "train_seconds": result["seconds"],
         "train_config": {
             k: getattr(config, k)
-            for k in ("epochs", "batch_size", "lr", "patience", "max_minutes", "eval_mask", "length_buckets")
+            for k in (
+                "epochs",
+                "batch_size",
+                "lr",
+                "patience",
+                "max_minutes",
+                "eval_mask",
+                "length_buckets",
+                "target_weighting",
+            )
         },
         "model_config": dataclasses.asdict(model.config),
     }
 
 
 def _label(run: dict[str, Any]) -> str:
-    """The variant's name, with its ranking mask when not the default ("history"): results under different
-    masks are different protocols and never share a row or a mean."""
+    """The variant's name, with its ranking mask when not the default ("history") and its batching when not
+    the default (random batches, each weighing the same): results under different masks are different
+    protocols, and under different batching different training recipes, so they never share a row or a mean."""
+    settings = []
     mask = run.get("eval_mask", "history")
-    return run["model"] if mask == "history" else f"{run['model']} (eval_mask {mask})"
+    if mask != "history":
+        settings.append(f"eval_mask {mask}")
+    train = run.get("train_config") or {}
+    if train.get("length_buckets"):
+        settings.append(f"length_buckets {train['length_buckets']}")
+    if train.get("target_weighting", "batch") != "batch":
+        settings.append(f"target_weighting {train['target_weighting']}")
+    return f"{run['model']} ({', '.join(settings)})" if settings else run["model"]
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -241,7 +259,17 @@ def equal_epoch_means(rows: list[dict[str, Any]], epochs: list[int]) -> list[dic
     return out
 
 
-TRAIN_OVERRIDES = ("epochs", "patience", "batch_size", "lr", "max_minutes", "eval_every", "eval_mask", "length_buckets")
+TRAIN_OVERRIDES = (
+    "epochs",
+    "patience",
+    "batch_size",
+    "lr",
+    "max_minutes",
+    "eval_every",
+    "eval_mask",
+    "length_buckets",
+    "target_weighting",
+)
 
 
 def _quality_payload(runs: list[dict[str, Any]], presets: list[str]) -> dict[str, Any]:
@@ -886,6 +914,12 @@ def main(argv: list[str] | None = None) -> int:
         "--length-buckets",
         type=int,
         help="batches of similar-length windows, sorted within groups of this many batches (0: off, the default)",
+    )
+    q.add_argument(
+        "--target-weighting",
+        choices=["batch", "global"],
+        help="batch (default): a batch's loss is its targets' mean; global: every target weighs the same in "
+        "every batch (for --length-buckets, whose short-window batches would otherwise gain weight)",
     )
     q.add_argument(
         "--eval-mask",

@@ -115,7 +115,9 @@ class SequenceTrainDataset(Dataset):
     into windows from its end, stepping back ``max_len`` events, so every training transition is a target
     exactly once per epoch; ``windows="last"`` keeps one window per user (the SASRec reference code).
     With ``n_neg > 0`` the batch also holds ``neg_items`` [B, L, n_neg] drawn uniformly (never the target),
-    seeded by (seed, epoch, batch).
+    seeded by (seed, epoch, batch). After ``set_target_weighting("global")`` it holds ``target_weight``, the
+    batch's targets over (its examples x the mean targets per example), by which the model scales its
+    per-target mean loss, so every target weighs the same in every batch (``TrainConfig.target_weighting``).
     """
 
     def __init__(
@@ -153,6 +155,15 @@ class SequenceTrainDataset(Dataset):
         self.ends = np.asarray(ends, dtype=np.int64)
         if self.starts.size == 0:
             raise ValueError("no user has two or more training events: nothing to train a sequence model on")
+        self.target_weighting = "batch"
+        self.mean_targets = float(self.example_lengths().mean())
+
+    def set_target_weighting(self, mode: str) -> None:
+        """Either "batch" (the loss is the batch's mean over its targets) or "global" (batches carry
+        ``target_weight``)."""
+        if mode not in ("batch", "global"):
+            raise ValueError(f"target_weighting must be 'batch' or 'global', got {mode!r}")
+        self.target_weighting = mode
 
     def example_lengths(self) -> np.ndarray:
         """Input events of each window (its padded width in a batch): for ``TrainConfig.length_buckets``."""
@@ -194,6 +205,8 @@ class SequenceTrainDataset(Dataset):
                     break
                 negatives[clash] = rng.integers(1, self.n_items + 1, size=int(clash.sum()))
             batch["neg_items"] = torch.from_numpy(negatives.astype(np.int64))
+        if self.target_weighting == "global":
+            batch["target_weight"] = torch.tensor(float(n.sum()) / (idx.size * self.mean_targets))
         return batch
 
 
@@ -295,6 +308,8 @@ class SequentialRecommender(Recommender):
                 main = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long))
             else:
                 main = -F.logsigmoid(pos - neg).mean()
+        if "target_weight" in batch:  # TrainConfig.target_weighting="global": the targets' sum over a constant
+            main = main * batch["target_weight"]
         # SinkRec's RVQ losses: logged apart, since the sum hides which of the two moves
         self._loss_parts = {"main": main.detach(), "aux": aux.detach()} if aux.requires_grad else {}
         return main + aux

@@ -42,6 +42,23 @@ def test_runs_under_another_ranking_mask_get_their_own_row(tmp_path):
         assert row["anchor_hr@10"] == 0.2853 and row["anchor_eval_mask"] == "input"
 
 
+def test_runs_with_other_batching_get_their_own_row(tmp_path):
+    plain = _run("gdn", 0, 0.2)
+    bucketed = {**plain, "hr@10": 0.1, "train_config": {"length_buckets": 50, "target_weighting": "batch"}}
+    weighted = {**plain, "hr@10": 0.15, "train_config": {"length_buckets": 50, "target_weighting": "global"}}
+    files = [tmp_path / f"{i}.json" for i in range(3)]
+    for file, run in zip(files, (plain, bucketed, weighted), strict=True):
+        file.write_text(json.dumps({"runs": [run]}))
+    out = tmp_path / "merged.json"
+    assert sequential.main(["report", *map(str, files), "--out", str(out)]) == 0
+    rows = {row["model"]: row["hr@10"] for row in json.loads(out.read_text())["summary"]}
+    assert rows == {
+        "gdn": pytest.approx(0.2),
+        "gdn (length_buckets 50)": pytest.approx(0.1),
+        "gdn (length_buckets 50, target_weighting global)": pytest.approx(0.15),
+    }
+
+
 def test_report_names_a_file_that_is_not_a_quality_result(tmp_path):
     bad = tmp_path / "scaling.json"
     bad.write_text(json.dumps({"rows": []}))

@@ -301,6 +301,54 @@ def test_length_buckets_train_a_sequence_model_and_are_refused_where_examples_ha
         Trainer(mf, markov_split, TrainConfig(epochs=1, length_buckets=-1), progress=False).fit()
 
 
+def test_global_target_weighting_gives_every_target_the_same_weight_in_every_batch(markov_split):
+    torch.manual_seed(0)
+    config = {**SMALL["gdn"], "max_len": 6}  # 9 pairs per user: windows of 6 and of 3
+    model = build_model("gdn", markov_split.train.n_users, markov_split.train.n_items, config).eval()
+    data = model.train_dataset(markov_split.train)
+    lengths = data.example_lengths()
+    assert lengths.min() < lengths.max()  # windows cut at max_len: short and long ones
+    short, long = np.argsort(lengths, kind="stable")[:8].tolist(), np.argsort(lengths)[-8:].tolist()
+    assert "target_weight" not in data.__getitems__(short)  # the default: each batch its targets' mean
+    with torch.no_grad():  # eval mode: no dropout, the same loss on every call
+        per_batch = {name: float(model.loss(data.__getitems__(idx))) for name, idx in (("s", short), ("l", long))}
+    data.set_target_weighting("global")
+    for name, idx in (("s", short), ("l", long)):
+        batch = data.__getitems__(idx)
+        n_targets = int((batch["targets"] != 0).sum())
+        assert float(batch["target_weight"]) == pytest.approx(n_targets / (len(idx) * lengths.mean()))
+        # the sum of the targets' losses over a constant (batch size x mean targets per example)
+        expected = per_batch[name] * n_targets / (len(idx) * lengths.mean())
+        with torch.no_grad():
+            assert float(model.loss(batch)) == pytest.approx(expected, rel=1e-5)
+    everyone = data.__getitems__(list(range(len(data))))
+    assert float(everyone["target_weight"]) == pytest.approx(1.0)  # over all examples: the plain mean
+    with pytest.raises(ValueError, match="target_weighting must be"):
+        data.set_target_weighting("per-user")
+
+
+def test_the_trainer_sets_target_weighting_and_refuses_it_where_the_loss_has_no_targets(markov_split, monkeypatch):
+    from recsys.models.sequential import SequenceTrainDataset
+
+    seen = []
+    original = SequenceTrainDataset.__getitems__
+
+    def spy(self, indices):
+        seen.append(original(self, indices))
+        return seen[-1]
+
+    monkeypatch.setattr(SequenceTrainDataset, "__getitems__", spy)
+    model = build_model("gdn", markov_split.train.n_users, markov_split.train.n_items, SMALL["gdn"])
+    config = TrainConfig(epochs=1, batch_size=32, patience=0, seed=0, length_buckets=2, target_weighting="global")
+    Trainer(model, markov_split, config, progress=False).fit()
+    assert seen and all("target_weight" in batch for batch in seen)
+    mf = build_model("bpr", markov_split.train.n_users, markov_split.train.n_items)
+    with pytest.raises(ValueError, match="target_weighting='global': PairwiseDataset \\(model 'bpr'\\) has no"):
+        Trainer(mf, markov_split, TrainConfig(epochs=1, target_weighting="global"), progress=False).fit()
+    with pytest.raises(ValueError, match="target_weighting must be one of batch, global"):
+        Trainer(model, markov_split, TrainConfig(epochs=1, target_weighting="sum"), progress=False).fit()
+
+
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec", "gdn", "sinkrec"])
 def test_save_load_round_trip(tmp_path, markov_split, name):
     split = markov_split
