@@ -101,6 +101,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "sinkrec-data-init": ("sinkrec", {"codebook_init": "data"}),  # codebooks from the first batch
     "sinkrec-reinject-zero": ("sinkrec", {"reinject_init": "zero"}),  # re-injection starts switched off
     "sinkrec-pattern-norm": ("sinkrec", {"pattern_norm": True}),  # the RVQ quantises at a fixed scale
+    # re-injection as a lookup: the main loss trains the chosen codes, not the local pattern
+    "sinkrec-reinject-codebook": ("sinkrec", {"reinject_grad": "codebook"}),
 }
 METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 QUALITY_COLUMNS = [

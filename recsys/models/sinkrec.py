@@ -44,6 +44,8 @@ from recsys.models.delta_rule import GatedDeltaLayer
 from recsys.models.gdn import FeedForward
 from recsys.models.sequential import PAD, SequentialRecommender
 
+REINJECT_GRADS = ("straight_through", "codebook", "none")
+
 
 @dataclasses.dataclass
 class SinkRecConfig:
@@ -79,6 +81,12 @@ class SinkRecConfig:
     # "zero": W_r and its bias start at 0, so the model starts as if without re-injection and learns how much
     # of it to use (the temporal gates start at zero for the same reason)
     reinject_init: str = "default"
+    # where the main loss's gradient through the re-injected codes goes: "straight_through" (the paper's VQ
+    # convention: into the local pattern z, as if z itself had been added; the codes follow only through the
+    # codebook loss), "codebook" (a lookup: into the chosen codes, never into z, so the main loss cannot pull
+    # the pattern away from what the codebooks hold), "none" (the codes are a fixed input; only W_r learns).
+    # The memory keys and values stay straight-through in every case.
+    reinject_grad: str = "straight_through"
     # TDGD
     write_suppression: bool = True
     readout_purification: bool = True
@@ -177,8 +185,11 @@ class ResidualVQ(nn.Module):
             residual = residual - self.codebooks[level][self._nearest(residual, level)]
         self.initialized.fill_(True)
 
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(straight-through quantised z, loss) for z [..., dim]; ``mask`` marks the real (non-pad) rows."""
+    def forward(
+        self, z: torch.Tensor, mask: torch.Tensor | None = None, return_codes: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """(straight-through quantised z, loss) for z [..., dim]; ``mask`` marks the real (non-pad) rows. With
+        ``return_codes`` also the sum of the chosen codes, whose gradient reaches the codebooks, not z."""
         shape = z.shape
         flat = z.reshape(-1, shape[-1])
         keep = torch.ones(flat.shape[0], dtype=torch.bool, device=z.device) if mask is None else mask.reshape(-1)
@@ -203,6 +214,8 @@ class ResidualVQ(nn.Module):
             self._track_usage(codes, residuals, keep)
             self._track_error(flat.detach()[keep], [*residuals[1:], residual], keep)
         quantized = flat + (total - flat).detach()  # straight-through
+        if return_codes:
+            return quantized.reshape(shape), loss, total.reshape(shape)
         return quantized.reshape(shape), loss
 
     @torch.no_grad()
@@ -271,6 +284,8 @@ class ConditionalMemory(nn.Module):
         )
         if cfg.reinject_init not in ("default", "zero"):
             raise ValueError(f"reinject_init must be 'default' or 'zero', got {cfg.reinject_init!r}")
+        if cfg.reinject_grad not in REINJECT_GRADS:
+            raise ValueError(f"reinject_grad must be one of {REINJECT_GRADS}, got {cfg.reinject_grad!r}")
         self.reinject = nn.Linear(dim, dim) if cfg.reinject else None
         if self.reinject is not None and cfg.reinject_init == "zero":
             nn.init.zeros_(self.reinject.weight)
@@ -302,9 +317,11 @@ class ConditionalMemory(nn.Module):
             window_sum = window.sum(1, keepdim=True)
             new_cache = {"tokens": window[:, 1:], "t": cache["t"] + 1}
         z = self.pattern(h, gaps, window_sum, steps)
-        z_q, loss = self.rvq(z, mask)
+        z_q, loss, codes = self.rvq(z, mask, return_codes=True)
         if self.reinject is not None:
-            x = x + self.reinject(z_q)
+            grad = self.cfg.reinject_grad
+            fed = z_q if grad == "straight_through" else codes if grad == "codebook" else codes.detach()
+            x = x + self.reinject(fed)
         heads = self.cfg.n_heads
         m_k = F.normalize(self.key(z_q).view(batch, length, heads, self.head_dim), dim=-1)
         m_v = self.value(z_q).view(batch, length, heads, self.head_dim)

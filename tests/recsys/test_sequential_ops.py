@@ -219,3 +219,28 @@ def test_rvq_code_usage_reports_perplexity_and_busiest_share():
     rvq.usage[1] = torch.tensor([93.0] + [1.0] * 7)
     usage = rvq.code_usage()
     assert usage["max_share"][1] == pytest.approx(0.93) and 1.0 < usage["perplexity"][1] < 2.0
+
+
+@pytest.mark.parametrize(
+    ("route", "pattern_grad", "codebook_grad"),
+    [("straight_through", True, False), ("codebook", False, True), ("none", False, False)],
+)
+def test_reinjection_gradient_reaches_what_reinject_grad_names(route, pattern_grad, codebook_grad):
+    """Through the re-injected stream alone (memory keys and values unused): straight-through trains the local
+    pattern, "codebook" the chosen codes, "none" neither; W_r learns in every case."""
+    from recsys.models.sinkrec import ConditionalMemory, SinkRecConfig
+
+    torch.manual_seed(0)
+    memory = ConditionalMemory(SinkRecConfig(hidden_dim=16, n_heads=2, reinject_grad=route), head_dim=8)
+    x = torch.randn(3, 10, 16)
+    out, _, _, _, _ = memory(x, torch.rand(3, 10), torch.ones(3, 10, dtype=torch.bool))
+    (out - x).pow(2).sum().backward()  # the re-injected part only; the RVQ loss is left out
+
+    def touched(p):
+        return p.grad is not None and bool(p.grad.abs().sum() > 0)
+
+    assert touched(memory.reinject.weight)
+    assert touched(memory.to_pattern.weight) is pattern_grad
+    assert touched(memory.rvq.codebooks) is codebook_grad
+    with pytest.raises(ValueError, match="reinject_grad"):
+        ConditionalMemory(SinkRecConfig(hidden_dim=16, n_heads=2, reinject_grad="pattern"), head_dim=8)
