@@ -312,6 +312,8 @@ _TWO_PROCESS_SCRIPT = textwrap.dedent(
     report = {"same": bool(same), "n_users": sharded["n_users"], "processes": acc.num_processes}
     sys.stdout.write(json.dumps({"rank": acc.process_index, **report}) + "\\n")  # one write: no interleaving
     sys.stdout.flush()
+    acc.wait_for_everyone()
+    torch.distributed.destroy_process_group()  # a group left to interpreter exit can abort in gloo's teardown
     """
 )
 
