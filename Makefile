@@ -1,5 +1,5 @@
 # The two commands a user needs: `make demo` and `make test`. Both create .venv if missing, install once,
-# and work offline. `make lint` runs ruff.
+# and work offline. `make lint` runs ruff and the import-layer contracts (import-linter, see pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -38,6 +38,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 clean-venv:
 	rm -rf $(VENV)

@@ -54,9 +54,9 @@ def run_demo(
     out: Path, data_dir: str | None = None, epochs: int = 15, user: str = "12", seed: int = 2024, llm: str = "default"
 ) -> dict[str, Any]:
     """Run every foundation piece once and return a JSON-able summary."""
+    from core.io import atomic_write_text
     from mllm.backbones import load_chat_model
     from recsys.models import build_model
-    from recsys.models.base import atomic_write_text
     from recsys.train import TrainConfig, Trainer
     from retrieval import TextEmbedder, VectorStore
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,14 +35,16 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/camroll_perf.json")
     args = parser.parse_args()
 
-    from agents.camroll.__main__ import make_text_embedder
     from agents.camroll.answerers import PlannerAnswerer
     from agents.camroll.data import read_qa, user_dir
     from agents.camroll.demo_data import make_demo_roll
     from agents.camroll.graph import ask, build_graph
     from agents.camroll.memory import CamrollMemory, make_visual
     from agents.camroll.tools import CamrollTools
+    from core.io import atomic_write_json
+    from core.provenance import environment
     from retrieval import VectorStore
+    from retrieval.embed import make_text_embedder
 
     data = Path(args.data or tempfile.mkdtemp(prefix="camroll-bench-"))
     users = [str(u) for u in range(1, args.users + 1)]
@@ -89,10 +89,9 @@ def main() -> int:
             "p95": round(float(np.percentile(latencies, 95)), 4),
         }
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    result["environment"] = {"commit": commit, "machine": platform.platform(), "python": platform.python_version()}
+    result["environment"] = environment()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(args.out, result, indent=1)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -1,61 +1,17 @@
-"""Shared pieces of the benchmark scripts: environment record, result files, table printing."""
+"""Shared pieces of the benchmark scripts: result files (provenance from core.provenance) and table printing."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
 import sys
-import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.io import atomic_write_json
+from core.provenance import environment
+
+__all__ = ["RESULTS_DIR", "environment", "print_table", "write_results"]
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def environment(packages: tuple[str, ...] = ("torch", "numpy", "scipy", "transformers", "chromadb")) -> dict[str, Any]:
-    """Commit, package versions and machine, so a number can be reproduced or rejected (BARS convention)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=Path(__file__).parent,
-            ).stdout.strip()
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = "", False
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        import torch
-
-        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-        threads = torch.get_num_threads()
-    except ImportError:
-        cuda, threads = None, None
-    return {
-        "commit": commit or None,
-        "dirty": dirty,
-        "python": platform.python_version(),
-        "packages": versions,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": threads,
-        "cuda": cuda,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 def write_results(name: str, payload: dict[str, Any], out: str | Path | None = None) -> Path:
@@ -68,9 +24,7 @@ def write_results(name: str, payload: dict[str, Any], out: str | Path | None = N
         "environment": environment(),
         **payload,
     }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, record)
     return path
 
 

@@ -35,8 +35,8 @@ from evals.metrics import log_loss, roc_auc
 from recsys.config import build_config
 from recsys.ctr import make_synthetic_ctr, prepare_ctr_split, random_split_folds
 from recsys.ctr.datasets import SYNTHETIC
-from recsys.ctr.layers import build_ctr_model
 from recsys.models import get_model_class
+from recsys.models.ctr_layers import build_ctr_model
 from recsys.train import TrainConfig, Trainer
 
 logger = logging.getLogger("benchmarks.ctr")

@@ -36,6 +36,8 @@ from urllib.parse import urldefrag
 
 import torch
 
+from core.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
@@ -55,7 +57,7 @@ CHATML_TEMPLATE = (
 )
 
 
-class MllmError(Exception):
+class MllmError(UserError):
     """Base class of the errors raised by the mllm package."""
 
 

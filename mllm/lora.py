@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from core.io import iter_jsonl
 from mllm.backbones import (
     ADAPTER_SUMMARY_FILE,
     DEFAULT_MODEL,
@@ -67,19 +68,9 @@ class LoraTrainingConfig:
 def read_chat_jsonl(path: str | Path) -> list[list[dict[str, str]]]:
     """Read and validate a chat JSONL file; every conversation needs at least one assistant turn."""
     path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: file not found")
-    conversations = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"{where}: invalid JSON ({err.msg} at column {err.colno})") from err
-            conversations.append(validate_conversation(record, where))
+    conversations = [
+        validate_conversation(record, f"{path}:{number}") for number, record in iter_jsonl(path, error=DataFormatError)
+    ]
     if not conversations:
         raise DataFormatError(f"{path}: no conversations (the file is empty)")
     return conversations

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from recsys.models.base import atomic_write, atomic_write_text
+from core.io import atomic_write, atomic_write_text
 
 
 def save_optimizer_state(optimizer: torch.optim.Optimizer, directory: Path) -> None:

@@ -10,8 +10,10 @@ from typing import Any
 
 import yaml
 
+from core.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration file or override is malformed or names an unknown field."""
 
 

@@ -61,7 +61,7 @@ def evaluate_checkpoint(checkpoint: str | Path, which: str = "test", data_dir: s
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    from recsys.cli import run_cli
+    from core.cli import run_cli
 
     parser = argparse.ArgumentParser(prog="python -m recsys.evaluate", description=__doc__)
     parser.add_argument("--checkpoint", required=True, help="folder written by python -m recsys.train --out")

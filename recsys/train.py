@@ -21,9 +21,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,11 +32,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from core.errors import UserError
+from core.io import atomic_write_text
+from core.provenance import environment
 from evals.ranking import evaluate_full_ranking
 from recsys.checkpoint import load_optimizer_state, save_optimizer_state
 from recsys.config import ConfigError, build_config, load_yaml, parse_overrides, split_overrides
 from recsys.models import Recommender, build_model, get_model_class
-from recsys.models.base import atomic_write_text
 from recsys.sampling import EpochSeededBatchSampler, EpochSeededSampler, LengthBucketBatchSampler, collate_batch
 
 logger = logging.getLogger(__name__)
@@ -115,7 +114,7 @@ EVAL_MASKS = {  # TrainConfig.eval_mask: what each leaves out of the ranking
 }
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot proceed (diverged loss, bad configuration, unusable checkpoint)."""
 
 
@@ -156,27 +155,6 @@ def _step_functions(acc: Accelerator, optimizer: Any) -> tuple[Any, Any, Any]:
 
 def _csr_or_none(part):
     return part.to_csr() if part is not None and part.n_interactions > 0 else None
-
-
-def _environment() -> dict[str, Any]:
-    """Versions, commit and machine, so a result can be reproduced or rejected."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    env = {
-        "commit": commit or None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return env
 
 
 class Trainer:
@@ -572,7 +550,7 @@ class Trainer:
                 "train_config": dataclasses.asdict(self.config),
                 "result": result,
                 "history": self.history,
-                "environment": _environment(),
+                "environment": environment(),
                 "num_processes": self.accelerator.num_processes,
             }
             atomic_write_text(self.out_dir / RUN_FILE, json.dumps(run, indent=2, default=str))
@@ -640,7 +618,7 @@ class Trainer:
 def prepare_ctr_run(model_name: str, data_config: DataConfig, model_values: dict[str, Any], seed: int):
     """(CTRSplit, model) for a CTR model: split 8:1:1 (or the data's own split), pipeline fitted on train."""
     from recsys.ctr.datasets import prepare_ctr_split
-    from recsys.ctr.layers import build_ctr_model
+    from recsys.models.ctr_layers import build_ctr_model
 
     if data_config.user_core or data_config.item_core or data_config.min_rating is not None:
         raise ConfigError("user_core, item_core and min_rating apply to ranking data, not to CTR datasets")
@@ -720,7 +698,7 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: print the final metrics as JSON; one clear line and exit 2 on bad input."""
-    from recsys.cli import run_cli
+    from core.cli import run_cli
 
     return run_cli(lambda: train_from_args(argv))
 

@@ -9,7 +9,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from retrieval.embed import Embedder, ImageEmbedder, OpenClipEmbedder, TextEmbedder, embedder_from_name
+    from retrieval.embed import (
+        Embedder,
+        HashingEmbedder,
+        ImageEmbedder,
+        OpenClipEmbedder,
+        TextEmbedder,
+        embedder_from_name,
+        make_text_embedder,
+    )
     from retrieval.errors import EmbedError, RetrievalError, StoreError
     from retrieval.store import Collection, VectorStore, default_store_path
 
@@ -19,6 +27,8 @@ _EXPORTS = {
     "default_store_path": "retrieval.store",
     "Embedder": "retrieval.embed",
     "TextEmbedder": "retrieval.embed",
+    "HashingEmbedder": "retrieval.embed",
+    "make_text_embedder": "retrieval.embed",
     "ImageEmbedder": "retrieval.embed",
     "OpenClipEmbedder": "retrieval.embed",
     "embedder_from_name": "retrieval.embed",
@@ -31,6 +41,7 @@ __all__ = [
     "Collection",
     "EmbedError",
     "Embedder",
+    "HashingEmbedder",
     "ImageEmbedder",
     "OpenClipEmbedder",
     "RetrievalError",
@@ -39,6 +50,7 @@ __all__ = [
     "VectorStore",
     "default_store_path",
     "embedder_from_name",
+    "make_text_embedder",
 ]
 
 

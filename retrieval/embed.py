@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import logging
+import re
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Union
@@ -458,6 +461,40 @@ class OpenClipEmbedder:
 
     def __repr__(self) -> str:
         return f"OpenClipEmbedder(name={self.name!r})"
+
+
+class HashingEmbedder:
+    """A fast deterministic bag-of-words embedder (hashed word and bigram counts) for smoke tests and CI."""
+
+    modality = "text"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"pcf-hashing-{dim}"
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Hashed token counts, L2-normalised, float32 (n, dim)."""
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = re.findall(r"[a-z0-9]+", text.lower())
+            for token in words + [a + " " + b for a, b in itertools.pairwise(words)]:
+                vectors[row, zlib.crc32(token.encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
+        """Not supported, as for every text embedder of ``retrieval``: there is no image tower."""
+        raise EmbedError(f"{self.name} embeds text only; use ImageEmbedder or OpenClipEmbedder for images")
+
+
+def make_text_embedder(name: str = "minilm") -> Embedder:
+    """The one text-embedder factory: ``minilm`` (the packaged all-MiniLM-L6-v2), ``hashing`` (fast, for tests)
+    or a local sentence-transformers folder."""
+    if name == "hashing":
+        return HashingEmbedder()
+    if name == "minilm":
+        return TextEmbedder()
+    return TextEmbedder(model_path=name)
 
 
 def embedder_from_name(name: str) -> Embedder | None:

@@ -15,90 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.camroll.errors import CamrollError
+from agents.camroll.session import Session, make_answerer
 
 logger = logging.getLogger("agents.camroll")
-
-
-def default_demo_dir() -> Path:
-    from agents.camroll.memory import default_cache_dir
-
-    return default_cache_dir() / "demo-roll"
-
-
-def ensure_data(data: str | None, progress: bool = True) -> Path:
-    """The camera roll folder: ``--data``, else the demo roll (built once, on first use)."""
-    if data:
-        path = Path(data)
-        if not path.is_dir():
-            raise CamrollError(f"--data {path}: camera roll folder not found")
-        return path
-    path = default_demo_dir()
-    if not (path / "camroll.json").is_file():
-        from agents.camroll.demo_data import make_demo_roll
-
-        print(f"building the demo camera roll in {path} (first use; takes a few minutes)", file=sys.stderr)
-        make_demo_roll(path, users=50, progress=progress)
-    return path
-
-
-def make_text_embedder(name: str) -> Any:
-    if name == "hashing":
-        from agents.pcf.label import HashingEmbedder
-
-        return HashingEmbedder()
-    if name == "minilm":
-        from retrieval.embed import TextEmbedder
-
-        return TextEmbedder()
-    from retrieval.embed import TextEmbedder
-
-    return TextEmbedder(model_path=name)
-
-
-def open_store(spec: str | None) -> Any:
-    from retrieval import VectorStore
-
-    if spec and spec.startswith(("http://", "https://")):
-        return VectorStore(url=spec)
-    return VectorStore(path=spec)
-
-
-def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
-    """planner (no LLM), llm (local model, default the packaged SmolLM2) or endpoint (an OpenAI-compatible URL)."""
-    from agents.camroll.answerers import LLMAnswerer, PlannerAnswerer
-
-    if kind == "planner":
-        return PlannerAnswerer(user)
-    from mllm.backbones import load_chat_model
-
-    if kind == "llm":
-        return LLMAnswerer(load_chat_model(model_spec or "default"), user, name="llm", constrained=True)
-    if kind == "endpoint":
-        if not model_spec or not model_spec.startswith(("http://", "https://")):
-            raise CamrollError("--agent endpoint needs --model http(s)://host:port/v1[#model-name]")
-        return LLMAnswerer(load_chat_model(model_spec), user, name="endpoint")
-    raise CamrollError(f"--agent {kind!r}: use planner, llm or endpoint")
-
-
-class Session:
-    """Data, store, memory and checkpointer opened together for one command."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        from agents.camroll.memory import CamrollMemory, default_cache_dir, make_visual
-
-        self.args = args
-        self.data = ensure_data(args.data, progress=not args.quiet)
-        self.store = open_store(args.store)
-        self.memory = CamrollMemory(
-            self.store,
-            self.data,
-            embedder=make_text_embedder(args.embedder),
-            visual=make_visual(args.visual),
-            cache_dir=args.cache_dir or default_cache_dir(),
-        )
-
-    def close(self) -> None:
-        self.store.close()
 
 
 def _today(args: argparse.Namespace) -> dt.date:
@@ -229,8 +148,8 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
     from agents.camroll.answerers import PlannerAnswerer
     from agents.camroll.data import check_user_id, read_qa, user_dir
     from agents.camroll.graph import ask, build_graph
+    from agents.camroll.qa import markdown_table, run_eval
     from agents.camroll.tools import CamrollTools
-    from evals.camroll_qa import markdown_table, run_eval
 
     user = check_user_id(args.user)
     session = Session(args)
@@ -321,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from core.cli import run_cli
     from mllm.backbones import MllmError
-    from recsys.cli import run_cli
     from retrieval.errors import RetrievalError
 
     args = build_parser().parse_args(argv)

@@ -31,6 +31,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from agents.camroll.errors import CamrollDataError
+from core.io import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -192,22 +193,7 @@ def _string(row: dict[str, Any], key: str, where: str, required: bool = True, ma
 
 def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
     """(line number, object) per non-blank line, or CamrollDataError naming file and line."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise CamrollDataError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CamrollDataError(f"{path}: cannot read ({exc})") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CamrollDataError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(row, dict):
-            raise CamrollDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        yield number, row
+    return iter_jsonl(path, error=CamrollDataError)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------- readers

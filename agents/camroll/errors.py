@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import UserError
 
-class CamrollError(Exception):
+
+class CamrollError(UserError):
     """Base class of camroll errors (a CLI prints the message as one line and exits non-zero)."""
 
 

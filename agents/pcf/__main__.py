@@ -35,12 +35,13 @@ def _open_store(spec: str | None) -> Any:
 
 
 def _label(args: argparse.Namespace) -> dict[str, Any]:
-    from agents.pcf.label import make_embedder, parse_shard, run_label_job
+    from agents.pcf.label import parse_shard, run_label_job
+    from retrieval.embed import make_text_embedder
 
     shard = parse_shard(args.shard)
     if args.workers < 1 or args.batch_size < 1:
         raise PCFError("--workers and --batch-size must be >= 1")
-    embedder = make_embedder(args.embedder)
+    embedder = make_text_embedder(args.embedder)
     llm, llm_name = _load_llm(args.llm)
     workers = args.workers
     if llm is not None and workers > 1 and not args.llm.startswith(("http://", "https://")):
@@ -67,11 +68,12 @@ def _label(args: argparse.Namespace) -> dict[str, Any]:
 
 def _eval(args: argparse.Namespace) -> dict[str, Any]:
     from agents.pcf.evaluate import evaluate, format_table
-    from agents.pcf.label import atomic_write_text, make_embedder
     from agents.pcf.reference import load_carbon_catalogue
+    from core.io import atomic_write_text
+    from retrieval.embed import make_text_embedder
 
     products = load_carbon_catalogue(args.reference)
-    embedder = make_embedder(args.embedder)
+    embedder = make_text_embedder(args.embedder)
     embeddings = embedder.embed_texts([p.text() for p in products])
     llm, llm_name = _load_llm(args.llm)
     result = evaluate(
@@ -102,12 +104,12 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _index(args: argparse.Namespace) -> dict[str, Any]:
-    from agents.pcf.label import make_embedder
     from agents.pcf.reference import REFERENCE_COLLECTION, index_references, load_carbon_catalogue
+    from retrieval.embed import make_text_embedder
 
     products = load_carbon_catalogue(args.reference)
     with _open_store(args.store) as store:
-        written = index_references(store, products, make_embedder(args.embedder))
+        written = index_references(store, products, make_text_embedder(args.embedder))
         return {
             "collection": REFERENCE_COLLECTION,
             "products": len(products),
@@ -206,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from recsys.cli import run_cli
+    from core.cli import run_cli
     from retrieval.errors import RetrievalError
 
     return run_cli(lambda: args.run(args), errors=(PCFError, RetrievalError, *_model_errors()))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import UserError
 
-class PCFError(Exception):
+
+class PCFError(UserError):
     """Base class of PCF errors."""
 
 

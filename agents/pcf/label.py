@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import logging
 import math
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from agents.pcf.errors import PCFDataError
@@ -39,6 +37,7 @@ from agents.pcf.estimate import (
     TargetItem,
 )
 from agents.pcf.reference import REFERENCE_COLLECTION, SectorStats, index_references, load_carbon_catalogue
+from core.io import BadLine, atomic_write_text, iter_jsonl, untyped
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class Catalogue:
 
 def _pick(record: dict[str, Any], names: Sequence[str]) -> tuple[str | None, Any]:
     """The first of ``names`` present in ``record`` (case-insensitive) with its value."""
-    lowered = {str(k).strip().lower(): k for k in record}
+    lowered = {untyped(str(k).strip()).lower(): k for k in record}  # typed headers (item_id:token) too
     for name in names:
         if name in lowered:
             return name, record[lowered[name]]
@@ -130,18 +129,10 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     """(line number, record or Reject) for each row of a .jsonl, .csv/.tsv/.text or .parquet file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield line_number, Reject(line_number, "(line)", f"malformed JSON: {exc.msg}", line[:300])
-                    continue
-                if not isinstance(record, dict):
-                    yield line_number, Reject(line_number, "(line)", "not a JSON object", line[:300])
-                    continue
+        for line_number, record in iter_jsonl(path, error=PCFDataError, keep_bad=True):
+            if isinstance(record, BadLine):
+                yield line_number, Reject(line_number, "(line)", record.reason, record.text)
+            else:
                 yield line_number, record
     elif suffix in (".csv", ".tsv", ".text", ".txt"):
         with path.open(newline="", encoding="utf-8") as handle:
@@ -170,7 +161,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
 
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
-    lowered = {str(c).strip().lower() for c in columns}
+    lowered = {untyped(str(c).strip()).lower() for c in columns}
     for what, names in (("an id", ID_FIELDS), ("a title", TITLE_FIELDS)):
         if not lowered & set(names):
             raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {list(columns)}")
@@ -252,58 +243,7 @@ def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
         os.fsync(handle.fileno())
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file).
-
-    Same contract as ``recsys.models.base.atomic_write_text``, kept here so the job does not import torch.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------------------------------- embedders
-
-
-class HashingEmbedder:
-    """A fast deterministic bag-of-words embedder (hashed word and bigram counts) for smoke tests and CI."""
-
-    modality = "text"
-
-    def __init__(self, dim: int = 256) -> None:
-        self.dim = dim
-        self.name = f"pcf-hashing-{dim}"
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Hashed token counts, L2-normalised, float32 (n, dim)."""
-        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in enumerate(texts):
-            words = re.findall(r"[a-z0-9]+", text.lower())
-            for token in words + [a + " " + b for a, b in itertools.pairwise(words)]:
-                vectors[row, zlib.crc32(token.encode()) % self.dim] += 1.0
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
-
-    def embed_images(self, images: Sequence[Any]) -> np.ndarray:
-        """Not supported, as for every text embedder of ``retrieval``: there is no image tower."""
-        from retrieval.errors import EmbedError
-
-        raise EmbedError(f"{self.name} embeds text only; use ImageEmbedder or OpenClipEmbedder for images")
-
-
-def make_embedder(name: str) -> Any:
-    """``"minilm"`` (the packaged all-MiniLM-L6-v2, default) or ``"hashing"`` (fast, for tests)."""
-    if name == "hashing":
-        return HashingEmbedder()
-    if name == "minilm":
-        from retrieval.embed import TextEmbedder
-
-        return TextEmbedder()
-    raise PCFDataError(f"--embedder {name!r}: expected minilm or hashing")
 
 
 # ---------------------------------------------------------------------------------------- the job

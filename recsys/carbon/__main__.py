@@ -99,7 +99,7 @@ def run_sweep(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any
         )
         for checkpoint in args.checkpoint
     ]
-    from recsys.train import _environment
+    from core.provenance import environment
 
     meta = {
         "command": "python -m recsys.carbon " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -113,14 +113,14 @@ def run_sweep(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any
         "lambdas": lambdas,
         "evaluation": "full ranking: train and valid items masked before the top-N, pessimistic ties",
         "seconds": time.perf_counter() - started,
-        "environment": _environment(),
+        "environment": environment(),
     }
     return write_reports(results, args.out, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: JSON summary on stdout; one clear line and exit 2 on bad input."""
-    from recsys.cli import run_cli
+    from core.cli import run_cli
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(

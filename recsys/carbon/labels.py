@@ -15,13 +15,13 @@ PCF of the labelled items (what the seed paper's code did), ``"error"`` refuses 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
+from core.io import iter_jsonl
 from recsys.data import DataError, IdMap
 
 logger = logging.getLogger(__name__)
@@ -44,35 +44,23 @@ def read_pcf_labels(path: str | Path) -> dict[str, float]:
         raise LabelsError(f"{path}: labels file not found")
     labels: dict[str, float] = {}
     duplicates = 0
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if not line.endswith("\n") and handle.read(1) == "":
-                    # the labelling job appends whole lines; an unterminated last one is a write cut by a kill
-                    logger.warning("%s: unterminated last line is not valid JSON (a killed writer?); skipped", where)
-                    break
-                raise LabelsError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise LabelsError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            item = record.get("item_id")
-            if isinstance(item, bool) or not isinstance(item, (str, int)) or str(item).strip() == "":
-                raise LabelsError(f"{where}: field 'item_id' missing or not a non-empty string (got {item!r})")
-            value = record.get("pcf_kg")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise LabelsError(f"{where}: field 'pcf_kg' missing or not a number (got {value!r})")
-            value = float(value)
-            if not math.isfinite(value) or value <= 0:
-                raise LabelsError(f"{where}: field 'pcf_kg' must be a finite number > 0, got {value!r}")
-            key = str(item).strip()
-            if key in labels:  # the labelling job resumes by skipping ids it has, so the first line is the label
-                duplicates += 1
-                continue
-            labels[key] = value
+    # the labelling job appends whole lines; an unterminated, undecodable last one is a write cut by a kill
+    for line_no, record in iter_jsonl(path, error=LabelsError, torn_tail="skip"):
+        where = f"{path}:{line_no}"
+        item = record.get("item_id")
+        if isinstance(item, bool) or not isinstance(item, (str, int)) or str(item).strip() == "":
+            raise LabelsError(f"{where}: field 'item_id' missing or not a non-empty string (got {item!r})")
+        value = record.get("pcf_kg")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LabelsError(f"{where}: field 'pcf_kg' missing or not a number (got {value!r})")
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise LabelsError(f"{where}: field 'pcf_kg' must be a finite number > 0, got {value!r}")
+        key = str(item).strip()
+        if key in labels:  # the labelling job resumes by skipping ids it has, so the first line is the label
+            duplicates += 1
+            continue
+        labels[key] = value
     if not labels:
         raise LabelsError(f"{path}: no labels (the file holds no JSON lines)")
     if duplicates:

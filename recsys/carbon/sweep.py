@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.io import atomic_write, atomic_write_text
 from evals.metrics import ndcg_at_k, recall_at_k
 from evals.ranking import csr_rows_to_dense
 from recsys.carbon.labels import CarbonError, ItemPCF, align_pcf
 from recsys.carbon.rerank import carbon_reduction_at_loss, normalise_pcf, pareto_frontier, rerank, top_candidates
 from recsys.evaluate import load_checkpoint
-from recsys.models.base import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -376,7 +376,7 @@ class FeaturePipeline:
         return pipeline
 
     def save(self, path: str | Path) -> Path:
-        from recsys.models.base import atomic_write_text
+        from core.io import atomic_write_text
 
         path = Path(path)
         if path.is_dir():

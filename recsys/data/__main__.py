@@ -44,6 +44,10 @@ def dataset_info(name_or_path: str, data_dir: str | None = None) -> dict[str, An
     if dataset.fold is not None:
         counts = np.bincount(dataset.fold, minlength=3)
         out["given_split"] = {"train": int(counts[0]), "valid": int(counts[1]), "test": int(counts[2])}
+    if dataset.item_text is not None:
+        out["item_text"] = {"items": dataset.n_items, "with_text": sum(1 for t in dataset.item_text if t)}
+    # what the loader read and what it skipped (duplicates dropped, items known only from histories, ...)
+    out["read"] = dataset.read_report or {"interactions": dataset.n_interactions}
     out["source"] = str(path.resolve())
     out["format"] = detect_format(path)
     return out

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from core.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Values of ``InteractionDataset.fold`` for datasets that ship their own split (LightGCN train/test files).
 FOLD_TRAIN, FOLD_VALID, FOLD_TEST = 0, 1, 2
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad or missing data; the message names the file, line and field where it can."""
 
 
@@ -124,6 +126,8 @@ class InteractionDataset:
     item_text: list[str] | None = None
     source: str = ""
     fold: np.ndarray | None = None
+    # what the loader read and what it skipped (rows read, duplicates dropped, ...); `recsys.data info` prints it
+    read_report: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.users = np.ascontiguousarray(self.users, dtype=np.int64)

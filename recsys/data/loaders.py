@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.io import untyped
 from recsys.data.dataset import FOLD_TEST, FOLD_TRAIN, DataError, IdMap, InteractionDataset, Split
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,7 @@ def build_dataset(
         item_map = IdMap(item_order, kind="item")
         items = item_map.index_array(items_raw.to_numpy())
     keep = _dedupe(users, items, timestamps, source, keep_duplicates, fold)
+    report = {"rows_read": int(users.size), "duplicates_dropped": int(users.size - keep.sum())}
     dataset = InteractionDataset(
         name=name,
         users=users,
@@ -232,7 +234,9 @@ def build_dataset(
         source=str(source),
         fold=fold,
     )
-    return dataset if keep.all() else dataset.subset(keep)
+    dataset = dataset if keep.all() else dataset.subset(keep)
+    dataset.read_report = {**report, "interactions": int(dataset.users.size)}
+    return dataset
 
 
 # -- side information ------------------------------------------------------------------------------
@@ -395,8 +399,17 @@ def load_atomic(path: str | Path, name: str | None = None, keep_duplicates: bool
     return dataset
 
 
+SEQUENCE_FIELDS = ("item_id_list", "item_id")  # RecBole / UniSRec sequential benchmark files: history, target
+
+
 def load_atomic_benchmark(path: str | Path, name: str | None = None) -> InteractionDataset:
-    """Load ``<name>.train.inter`` / ``.valid.inter`` / ``.test.inter`` (RecBole benchmark files) with folds."""
+    """Load ``<name>.train.inter`` / ``.valid.inter`` / ``.test.inter`` (RecBole benchmark files) with folds.
+
+    Sequential benchmark files (RecBole, UniSRec) hold ``user_id:token item_id_list:token_seq item_id:token``:
+    each row is a history and its next item. Each user's history is expanded back into interactions (the items
+    only ever seen in histories, such as every user's first item, go to the train fold) and ``<name>.text``
+    (``item_id:token text:token_seq``) attaches item titles.
+    """
     folder = Path(path)
     if name is None:
         trains = sorted(folder.glob("*.train.inter"))
@@ -410,7 +423,7 @@ def load_atomic_benchmark(path: str | Path, name: str | None = None) -> Interact
             if part == "valid":
                 continue
             raise DataError(f"{part_path}: file not found (benchmark files need train and test)")
-        frame, lines, _ = _read_atomic(part_path)
+        frame, lines, kinds = _read_atomic(part_path)
         for required in ("user_id", "item_id"):
             if required not in frame.columns:
                 raise DataError(
@@ -420,20 +433,94 @@ def load_atomic_benchmark(path: str | Path, name: str | None = None) -> Interact
             rating=_to_float(frame["rating"], part_path, "rating", lines) if "rating" in frame else np.nan,
             timestamp=_to_float(frame["timestamp"], part_path, "timestamp", lines) if "timestamp" in frame else np.nan,
             fold=fold,
+            line=lines,
+            path=str(part_path),
         )
-        parts.append(frame[["user_id", "item_id", "rating", "timestamp", "fold"]])
-    table = pd.concat(parts, ignore_index=True)
-    ratings = table["rating"].to_numpy(np.float32)
-    timestamps = table["timestamp"].to_numpy(np.float64)
-    return build_dataset(
-        name,
-        table["user_id"].to_numpy(),
-        table["item_id"].to_numpy(),
-        None if np.isnan(ratings).any() else ratings,
-        None if np.isnan(timestamps).any() else timestamps,
-        folder,
-        fold=table["fold"].to_numpy(np.int8),
-    )
+        if "item_id_list" in frame.columns:
+            if kinds["item_id_list"] != "token_seq":
+                raise DataError(f"{part_path}: line 1: field 'item_id_list' must be token_seq, not its type")
+            parts.append(frame[["user_id", "item_id_list", "item_id", "fold", "line", "path"]])
+        else:
+            parts.append(frame[["user_id", "item_id", "rating", "timestamp", "fold"]])
+    if any("item_id_list" in p.columns for p in parts):
+        if not all("item_id_list" in p.columns for p in parts):
+            raise DataError(f"{folder}: some {name}.*.inter files have item_id_list and some do not")
+        dataset = _expand_histories(name, pd.concat(parts, ignore_index=True), folder)
+    else:
+        table = pd.concat(parts, ignore_index=True)
+        ratings = table["rating"].to_numpy(np.float32)
+        timestamps = table["timestamp"].to_numpy(np.float64)
+        dataset = build_dataset(
+            name,
+            table["user_id"].to_numpy(),
+            table["item_id"].to_numpy(),
+            None if np.isnan(ratings).any() else ratings,
+            None if np.isnan(timestamps).any() else timestamps,
+            folder,
+            fold=table["fold"].to_numpy(np.int8),
+        )
+    text_path = folder / f"{name}.text"
+    if text_path.is_file():
+        dataset.item_text = read_item_text(text_path, dataset.item_map)
+    return dataset
+
+
+def _expand_histories(name: str, table: pd.DataFrame, folder: Path) -> InteractionDataset:
+    """Rebuild each user's item sequence from (history, next item) rows, in file order (train, valid, test).
+
+    Every row must continue its user's sequence: its history is the end of what the user's earlier rows gave
+    (histories may be cut to a maximum length). Items known only from a history are train interactions.
+    """
+    sequences: dict[str, list[str]] = {}
+    folds: dict[str, list[int]] = {}
+    from_history = 0
+    for user, history_text, item, fold, line, path in table.itertuples(index=False, name=None):
+        history = history_text.split()
+        seq = sequences.get(user)
+        if seq is None:
+            sequences[user] = [*history, item]
+            folds[user] = [0] * len(history) + [int(fold)]
+            from_history += len(history)
+            continue
+        if history and seq[-len(history) :] != history:
+            raise DataError(
+                f"{path}: line {line}: user {user!r}: field 'item_id_list' does not continue the user's earlier "
+                f"rows (expected the history to end with {' '.join(seq[-3:])!r}); rows must list each user's "
+                "next items in order"
+            )
+        seq.append(item)
+        folds[user].append(int(fold))
+    users = [u for u, seq in sequences.items() for _ in seq]
+    items = [i for seq in sequences.values() for i in seq]
+    fold = np.fromiter((f for fs in folds.values() for f in fs), dtype=np.int8, count=len(items))
+    # a repeated item is a repeated interaction in a sequence, so duplicates are kept (as for sequence lines)
+    dataset = build_dataset(name, users, items, None, None, folder, keep_duplicates=True, fold=fold)
+    dataset.read_report.update(rows_read=len(table), interactions_from_histories=from_history)
+    logger.info(
+        "%s: %d sequence rows -> %d interactions of %d users (%d only seen in histories, put in train)",
+        folder, len(table), len(items), len(sequences), from_history,
+    )  # fmt: skip
+    return dataset
+
+
+def read_item_text(path: Path, item_map: IdMap) -> list[str]:
+    """Item titles from a tab-separated file with an id column and a text column, typed (RecBole/UniSRec
+    ``item_id:token text:token_seq``) or plain (``id text``); items without a row get "" (logged)."""
+    raw = _read_bytes(path)
+    first = raw.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").rstrip("\r").split("\t")
+    columns = [untyped(c) for c in first]
+    id_column = next((c for c in ("item_id", "id") if c in columns), None)
+    if id_column is None or "text" not in columns:
+        raise DataError(
+            f"{path}: line 1: expected an id column (item_id or id) and a text column, the header has {first}"
+        )
+    frame, _ = _read_delimited(path, "\t", columns, header=True, raw=raw)
+    by_id = dict(zip(frame[id_column], frame["text"], strict=True))
+    titles = [by_id.get(raw_id, "") for raw_id in item_map.raw]
+    missing = sum(1 for t in titles if not t)
+    if missing:
+        logger.warning("%s: %d of %d items have no text", path, missing, len(titles))
+    return titles
 
 
 RECHORUS_PARTS = (("train.csv", 0), ("dev.csv", 1), ("test.csv", 2))
@@ -493,9 +580,12 @@ def _rechorus_item_text(folder: Path, item_map: IdMap) -> list[str] | None:
         return None
     index = pd.read_csv(index_files[0], sep="\t", header=None, names=["raw", "index"], dtype=str, keep_default_na=False)
     text = pd.read_csv(text_files[0], sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    text.columns = ["id" if c == "item_id" else c for c in (untyped(c) for c in text.columns)]
     if not {"id", "text"} <= set(text.columns):
-        logger.warning("%s: expected columns id and text; item text not attached", text_files[0])
-        return None
+        raise DataError(
+            f"{text_files[0]}: line 1: expected an id column (id or item_id, typed or not) and a text column, "
+            f"the header has {list(text.columns)}"
+        )
     by_raw = dict(zip(text["id"], text["text"], strict=True))
     by_index = {i: by_raw.get(r, "") for r, i in zip(index["raw"], index["index"], strict=True)}
     titles = [by_index.get(str(item_map.to_raw(i)), "") for i in range(len(item_map))]
@@ -802,6 +892,7 @@ def load_table(
         blank = (frame == "").all(axis=1).to_numpy()
         lines = np.arange(2, len(frame) + 2)[~blank]
         frame = frame[~blank].reset_index(drop=True)
+    frame.columns = [untyped(str(c)) for c in frame.columns]  # typed headers (user_id:token) read as plain
     columns = [str(c) for c in frame.columns]
     if guess_columns:
         user_col = user_col or next((c for c in USER_COLUMN_NAMES if c in columns), None)

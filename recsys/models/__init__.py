@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from core.errors import UserError
 from recsys.models.base import CheckpointError, Recommender
 
 _REGISTRY: dict[str, type[Recommender]] = {}
@@ -30,7 +31,7 @@ _BUILTIN_MODULES = (
 )
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     """No model is registered under that name."""
 
     def __str__(self) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.errors import UserError
+from core.io import atomic_write, atomic_write_text
 from recsys.config import build_config
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint folder is missing, incomplete or does not match the model."""
 
 
@@ -159,24 +159,6 @@ class Recommender(nn.Module):
                 f"{weights_path}: weights do not match {meta['model']} (missing {missing}, unexpected {unexpected})"
             )
         return model
-
-
-def atomic_write(path: Path, writer: Any) -> None:
-    """Call ``writer(tmp_path)`` then atomically rename the temporary file onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to ``path`` atomically."""
-    atomic_write(Path(path), lambda p: p.write_text(text))
 
 
 def sum_of_squares(*tensors: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from recsys.ctr.layers import CTRModel, FeatureEmbedding, MLPBlock
 from recsys.models import register
+from recsys.models.ctr_layers import CTRModel, FeatureEmbedding, MLPBlock
 from recsys.models.fm import fm_interaction
 
 

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.ctr.layers import CTRModel, FeatureEmbedding, MLPBlock
 from recsys.models import register
+from recsys.models.ctr_layers import CTRModel, FeatureEmbedding, MLPBlock
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from recsys.ctr.layers import CTRModel, FeatureEmbedding
 from recsys.models import register
+from recsys.models.ctr_layers import CTRModel, FeatureEmbedding
 
 
 @dataclasses.dataclass

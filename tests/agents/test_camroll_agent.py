@@ -17,9 +17,9 @@ from agents.camroll.errors import ToolArgumentError
 from agents.camroll.graph import ask, build_graph, conversation, sqlite_checkpointer, thread_key
 from agents.camroll.memory import CamrollMemory, NoVisual, ScriptedVisual
 from agents.camroll.tools import CamrollTools
-from agents.pcf.label import HashingEmbedder
 from evals.camroll_qa import is_correct, run_eval
 from retrieval import VectorStore
+from retrieval.embed import HashingEmbedder
 
 USERS = ["12", "13"]
 

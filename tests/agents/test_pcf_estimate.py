@@ -24,7 +24,7 @@ from agents.pcf import (
     validate_estimate,
 )
 from agents.pcf.evaluate import error_metrics, evaluate, grouped_folds
-from agents.pcf.label import HashingEmbedder
+from retrieval.embed import HashingEmbedder
 
 
 def product(ref_id: str, pcf: float, weight: float | None = None, sector: str = "Food & Beverage") -> ReferenceProduct:

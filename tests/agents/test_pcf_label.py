@@ -16,7 +16,6 @@ import pytest
 from agents.pcf.errors import PCFDataError
 from agents.pcf.label import (
     LABEL_COLLECTION,
-    HashingEmbedder,
     in_shard,
     parse_shard,
     read_catalogue,
@@ -24,6 +23,7 @@ from agents.pcf.label import (
     run_label_job,
 )
 from retrieval import VectorStore
+from retrieval.embed import HashingEmbedder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PRODUCTS = ["office chair", "stapler", "laser printer", "notebook paper", "ballpoint pen", "desk lamp", "laptop",
@@ -203,3 +203,11 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(_cli("label", "--shard", "5/2", "--catalog", str(bad), "--out", "x"),
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "--shard '5/2'" in result.stderr
+
+
+def test_a_catalogue_with_typed_headers_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "typed.tsv"
+    path.write_text("item_id:token\ttitle:token_seq\tweight_kg:float\nA1\tsteel water bottle\t0.3\nA2\t\t1\n")
+    catalogue = read_catalogue(path)
+    assert [(i.item_id, i.title, i.weight_kg) for i in catalogue.items] == [("A1", "steel water bottle", 0.3)]
+    assert [(r.line, r.field, r.error) for r in catalogue.rejects] == [(3, "title", "missing title")]

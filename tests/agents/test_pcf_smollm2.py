@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agents.pcf import MatrixNeighbours, PCFEstimator, SectorStats, TargetItem, load_carbon_catalogue
-from agents.pcf.label import HashingEmbedder
+from retrieval.embed import HashingEmbedder
 
 
 @pytest.mark.slow

@@ -32,7 +32,7 @@ def test_read_chat_jsonl_accepts_valid_files(password_jsonl: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "field"),
     [
-        ("{not json", "invalid JSON"),
+        ("{not json", "not valid JSON"),
         ('{"text": "hi"}', "field 'messages' missing"),
         ('{"messages": []}', "field 'messages' must be a non-empty list"),
         (

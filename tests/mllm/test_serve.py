@@ -280,14 +280,14 @@ def test_default_served_names(tmp_path: Path) -> None:
 
 def test_camroll_endpoint_answerer_end_to_end(tmp_path: Path) -> None:
     """The camroll `endpoint` answerer drives its tools through the server, and the harness counts its tokens."""
-    from agents.camroll.__main__ import make_answerer
     from agents.camroll.demo_data import make_demo_roll
     from agents.camroll.graph import ask, build_graph
     from agents.camroll.memory import CamrollMemory, NoVisual
+    from agents.camroll.session import make_answerer
     from agents.camroll.tools import CamrollTools
-    from agents.pcf.label import HashingEmbedder
     from evals.camroll_qa import run_eval
     from retrieval import VectorStore
+    from retrieval.embed import HashingEmbedder
 
     roll = tmp_path / "roll"
     make_demo_roll(roll, users=["12"], photos_per_user=40, questions_per_user=10, seed=0, progress=False)

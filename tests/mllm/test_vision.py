@@ -240,8 +240,8 @@ def test_camroll_ingest_with_vlm_captions_caches_them(
     from agents.camroll.demo_data import make_demo_roll
     from agents.camroll.errors import CamrollDataError
     from agents.camroll.memory import CamrollMemory, VLMCaptions, make_visual
-    from agents.pcf.label import HashingEmbedder
     from retrieval import VectorStore
+    from retrieval.embed import HashingEmbedder
 
     roll = tmp_path / "roll"
     make_demo_roll(roll, users=["1"], photos_per_user=12, questions_per_user=2, seed=0, progress=False)

@@ -183,7 +183,7 @@ def test_bad_label_lines_name_file_and_line(tmp_path, line, message):
     path = _write(tmp_path / "bad.jsonl", ['{"item_id": "x", "pcf_kg": 1.0}', line])
     with pytest.raises(LabelsError, match=message) as info:
         read_pcf_labels(path)
-    assert f"{path}: line 2" in str(info.value)
+    assert f"{path}:2" in str(info.value)
 
 
 def test_unterminated_last_line_is_skipped_with_a_warning(tmp_path, caplog):
@@ -191,9 +191,9 @@ def test_unterminated_last_line_is_skipped_with_a_warning(tmp_path, caplog):
     path.write_text('{"item_id": "a", "pcf_kg": 1.0}\n{"item_id": "b", "pcf')
     with caplog.at_level(logging.WARNING):
         assert read_pcf_labels(path) == {"a": 1.0}
-    assert "line 2: unterminated" in caplog.text
+    assert "cut.jsonl:2: unterminated" in caplog.text
     path.write_text('{"item_id": "b", "pcf\n{"item_id": "a", "pcf_kg": 1.0}')
-    with pytest.raises(LabelsError, match="line 1"):
+    with pytest.raises(LabelsError, match=r"cut\.jsonl:1: not valid JSON"):
         read_pcf_labels(path)
 
 
@@ -274,7 +274,7 @@ def test_cli_bad_input_gives_one_line_and_exit_2(tiny_runs, tmp_path, capsys):
     bad = _write(tmp_path / "bad.jsonl", ['{"item_id": "i1", "pcf_kg": 1}', '{"item_id": "i2", "pcf_kg": -3}'])
     code = carbon_main(["sweep", "--checkpoint", str(tiny_runs["pop"]), "--labels", str(bad), "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("error: ") and f"{bad}: line 2" in err[-1]
+    assert code == 2 and err[-1].startswith("error: ") and f"{bad}:2" in err[-1]
     code = carbon_main(
         [
             "sweep",

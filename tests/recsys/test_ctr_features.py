@@ -18,8 +18,8 @@ from recsys.ctr import (
     split_and_encode,
 )
 from recsys.ctr.features import log_bin
-from recsys.ctr.layers import build_ctr_model
 from recsys.models.base import Recommender
+from recsys.models.ctr_layers import build_ctr_model
 
 
 @pytest.fixture(autouse=True, scope="module")

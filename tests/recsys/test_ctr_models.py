@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from recsys.ctr import SyntheticCTRConfig, make_synthetic_ctr, split_and_encode
-from recsys.ctr.layers import build_ctr_model
 from recsys.models import available_models
 from recsys.models.base import Recommender
+from recsys.models.ctr_layers import build_ctr_model
 from recsys.train import TrainConfig, Trainer, main, train_from_args
 
 SMALL = {
