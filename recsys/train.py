@@ -16,6 +16,7 @@ phases) is evaluated but never selected as best nor counted for early stopping.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -32,6 +33,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from core.cli import add_verbosity_args, configure_from_args
 from core.errors import UserError
 from core.io import atomic_write_text
 from core.provenance import environment
@@ -98,7 +100,8 @@ class DataConfig:
 
     dataset: str = "ml-100k"
     data_dir: str | None = None
-    split: str = "loo"  # loo | temporal | random | given
+    # auto: the split the dataset ships with (given) when it has one, else loo; or loo | temporal | random | given
+    split: str = "auto"
     split_seed: int = 2024
     user_core: int = 0
     item_core: int = 0
@@ -129,7 +132,16 @@ def prepare_split(data_config: DataConfig):
         dataset = dataset.subset(dataset.ratings >= data_config.min_rating)
     if data_config.user_core or data_config.item_core:
         dataset = kcore_filter(dataset, data_config.user_core, data_config.item_core)
-    return make_split(dataset, data_config.split, seed=data_config.split_seed)
+    protocol = data_config.split
+    if protocol == "auto":
+        protocol = "given" if dataset.fold is not None else "loo"
+        if dataset.fold is not None:
+            logger.info(
+                "%s ships its own train/valid/test split: using it as given (--split loo re-splits)", dataset.name
+            )
+    elif dataset.fold is not None and protocol not in ("given", "given_train_test"):
+        logger.info("%s ships its own split; re-splitting it with %r as asked", dataset.name, protocol)
+    return make_split(dataset, protocol, seed=data_config.split_seed)
 
 
 def _step_functions(acc: Accelerator, optimizer: Any) -> tuple[Any, Any, Any]:
@@ -633,12 +645,39 @@ def prepare_ctr_run(model_name: str, data_config: DataConfig, model_values: dict
     return split, build_ctr_model(model_name, split.pipeline, model_values)
 
 
-def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, train, and return the result dict (used by ``main`` and by tests)."""
+def override_help(*configs: type) -> str:
+    """The ``--key value`` overrides a command accepts, one line per dataclass field with its default."""
+    lines = []
+    for config in configs:
+        lines.append(f"{config.__name__} keys (--key value):")
+        for field in dataclasses.fields(config):
+            if field.default is not dataclasses.MISSING:
+                default = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                default = field.default_factory()
+            else:
+                default = "(required)"
+            lines.append(f"  --{field.name:<22} default {default!r}")
+    return "\n".join(lines)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of ``python -m recsys.train``; its --help lists the override keys (the model's too, with
+    --model) from the config dataclasses."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--model")
+    known, _ = probe.parse_known_args(argv)
+    configs: list[type] = [TrainConfig, DataConfig]
+    if known.model:
+        with contextlib.suppress(UserError):  # an unknown model is reported when the command runs
+            configs.append(get_model_class(known.model).Config)
     parser = argparse.ArgumentParser(
         prog="python -m recsys.train",
         description="Train any registered recommender with full-ranking evaluation. Extra --key value pairs "
-        "override fields of TrainConfig, DataConfig or the model's Config.",
+        "override fields of TrainConfig, DataConfig or the model's Config (listed below; with --model NAME, "
+        "the model's keys too).",
+        epilog=override_help(*configs),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", help="registered model name (see --list-models)")
     parser.add_argument("--dataset", help="dataset name (ml-100k, ml-1m, gowalla, ...) or path")
@@ -647,11 +686,20 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", help="output folder: config.json, model.safetensors, run.json, last/")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--list-models", action="store_true", help="print the registered models and exit")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    add_verbosity_args(parser)
+    return parser
+
+
+def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
+    """Parse the command line, train, and return the result dict (used by ``main`` and by tests)."""
+    parser = build_parser(argv)
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     if args.list_models:
         from recsys.models import available_models
 

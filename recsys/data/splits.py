@@ -221,6 +221,7 @@ def given_split(dataset: InteractionDataset, valid_ratio: float = 0.0, seed: int
         position, count = _rank_within_user(users, dataset.n_users, rng.random(train_rows.size))
         n_valid = np.minimum(np.round(count * valid_ratio), count - 1)
         labels[train_rows[position < n_valid]] = FOLD_VALID
+    _log_repeats(dataset, labels, "given_train_test")
     return split_from_labels(dataset, labels, "given_train_test", seed, {"valid_ratio": float(valid_ratio)})
 
 
