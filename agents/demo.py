@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.cli import add_verbosity_args, configure_from_args
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,7 +53,13 @@ def _load_split(data_dir: str | None, seed: int):
 
 
 def run_demo(
-    out: Path, data_dir: str | None = None, epochs: int = 15, user: str = "12", seed: int = 2024, llm: str = "default"
+    out: Path,
+    data_dir: str | None = None,
+    epochs: int = 15,
+    user: str = "12",
+    seed: int = 2024,
+    llm: str = "default",
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run every foundation piece once and return a JSON-able summary."""
     from core.io import atomic_write_text
@@ -74,7 +82,8 @@ def run_demo(
     models = {}
     for name in ("pop", "bpr"):
         model = build_model(name, train.n_users, train.n_items)
-        result = Trainer(model, split, config, out_dir=out / name, run_info={"dataset": train.name}).fit()
+        trainer = Trainer(model, split, config, out_dir=out / name, run_info={"dataset": train.name}, progress=progress)
+        result = trainer.fit()
         metrics[name] = {k: round(result[k], 4) for k in ("ndcg@10", "hr@10", "recall@20")}
         metrics[name]["epochs"] = result["epochs_run"]
         models[name] = model
@@ -145,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--user", default="12", help="raw user id to recommend for")
     parser.add_argument("--llm", default="default", help="chat model spec (default: embedded SmolLM2)")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = run_demo(Path(args.out), args.data_dir, args.epochs, args.user, llm=args.llm)
+    configure_from_args(args, default=logging.WARNING)  # the summary below is the output; -v adds the epochs
+    summary = run_demo(Path(args.out), args.data_dir, args.epochs, args.user, llm=args.llm, progress=not args.quiet)
     _print_summary(summary)
     return 0
 

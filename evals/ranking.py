@@ -251,7 +251,7 @@ def _rank_all_users(
     batches, n_batches, sharded = _user_batches(users, batch_size, accelerator, fixed_device or torch.device("cpu"))
     is_main = accelerator is None or accelerator.is_main_process
     got_users, got_rows, got_topk = [], [], []
-    for batch_users in tqdm(batches, total=n_batches, desc=desc, disable=not progress or not is_main):
+    for batch_users in tqdm(batches, total=n_batches, desc=desc, disable=not progress or not is_main, leave=False):
         user_t = torch.from_numpy(batch_users).to(fixed_device or "cpu")
         scores = score_fn(user_t)
         if not isinstance(scores, torch.Tensor):
@@ -361,7 +361,7 @@ def evaluate_full_ranking(
     result["protocol"] = FULL_RANKING
     if return_per_user:
         result["per_user"] = {"user": users, "n_relevant": n_relevant, **per_user}
-    logger.info("full ranking over %d users x %d items: %s", users.size, n_items, _summary(result, ks))
+    logger.debug("full ranking over %d users x %d items: %s", users.size, n_items, _summary(result, ks))
     return result
 
 
@@ -423,7 +423,7 @@ def evaluate_sampled_ranking(
     if return_per_user:
         prefixed = {prefix + column: values for column, values in per_user.items()}
         result["per_user"] = {"user": users, "n_relevant": n_relevant, **prefixed}
-    logger.info("%s over %d users: %s", result["protocol"], users.size, _summary(result, ks, prefix))
+    logger.debug("%s over %d users: %s", result["protocol"], users.size, _summary(result, ks, prefix))
     return result
 
 

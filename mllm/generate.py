@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 
+from core.cli import add_verbosity_args, configure_from_args
 from mllm.backbones import DEFAULT_MODEL, MllmError, load_chat_model
 
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop", action="append", default=None, help="a stop string (repeatable)")
     parser.add_argument("--allow-download", action="store_true", help="allow fetching a hub model")
     parser.add_argument("--json", action="store_true", help="print {completion, model, usage, seconds} as JSON")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log loading steps to stderr")
+    add_verbosity_args(parser)
     return parser
 
 
@@ -48,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args, default=logging.WARNING)
     spec = args.model if args.model is not None else (None if args.adapter else DEFAULT_MODEL)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": args.prompt})

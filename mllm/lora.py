@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from core.cli import add_verbosity_args, configure_from_args
 from core.io import iter_jsonl
 from mllm.backbones import (
     ADAPTER_SUMMARY_FILE,
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=defaults.max_length, help="tokens per conversation")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--allow-download", action="store_true", help="allow fetching a hub model")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    add_verbosity_args(parser)
     return parser
 
 
@@ -372,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args)
     config = LoraTrainingConfig(
         epochs=args.epochs,
         lr=args.lr,

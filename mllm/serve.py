@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from core.cli import add_verbosity_args, configure_from_args
 from mllm.backbones import DEFAULT_MODEL, VALID_ROLES, ChatModel, ChatModelError, MllmError, TokenUsage
 
 logger = logging.getLogger("mllm.serve" if __name__ == "__main__" else __name__)
@@ -460,16 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
     parser.add_argument("--allow-download", action="store_true", help="allow fetching a hub model")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only (no per-request lines)")
+    add_verbosity_args(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()

@@ -61,14 +61,15 @@ def evaluate_checkpoint(checkpoint: str | Path, which: str = "test", data_dir: s
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    from core.cli import run_cli
+    from core.cli import add_verbosity_args, configure_from_args, run_cli
 
     parser = argparse.ArgumentParser(prog="python -m recsys.evaluate", description=__doc__)
     parser.add_argument("--checkpoint", required=True, help="folder written by python -m recsys.train --out")
     parser.add_argument("--split", choices=["valid", "test"], default="test")
     parser.add_argument("--data-dir", help="look for the dataset here first")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_from_args(args, default=logging.WARNING)
     return run_cli(lambda: evaluate_checkpoint(args.checkpoint, args.split, args.data_dir))
 
 

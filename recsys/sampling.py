@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,7 +59,41 @@ def sample_negatives(
     return negatives.reshape(len(users), n_neg)
 
 
-class PairwiseDataset(Dataset):
+class TrainingData(Dataset):
+    """Base class of the datasets a model's ``train_dataset`` returns. What a dataset can do beyond batches is
+    declared by the class flags below (the Trainer reads them; it never probes for methods)."""
+
+    # device_sampler(device): whole epochs drawn on the training device (TrainConfig.sampling = "device")
+    supports_device_sampling: ClassVar[bool] = False
+    # set_target_weighting(mode): per-target loss weights (TrainConfig.target_weighting)
+    supports_target_weighting: ClassVar[bool] = False
+    # example_lengths(): each example's length, for length-bucketed batches (TrainConfig.length_buckets)
+    has_example_lengths: ClassVar[bool] = False
+    seed: int = 0
+    epoch: int = 0
+
+    def set_seed(self, seed: int) -> None:
+        """The seed that, with the epoch, fixes every random draw of the dataset."""
+        self.seed = int(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the draws of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def device_sampler(self, device: str | torch.device) -> Any:
+        """Draws of whole epochs on ``device`` (only where ``supports_device_sampling``)."""
+        raise NotImplementedError(f"{type(self).__name__} builds its batches on the CPU only")
+
+    def set_target_weighting(self, mode: str) -> None:
+        """How a batch's targets are weighted (only where ``supports_target_weighting``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-target loss")
+
+    def example_lengths(self) -> np.ndarray:
+        """Each example's length (only where ``has_example_lengths``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no example lengths")
+
+
+class PairwiseDataset(TrainingData):
     """(user, positive item, sampled negative items) triples over the training interactions.
 
     ``__getitems__`` builds a whole batch with vectorised sampling, so a DataLoader created with
@@ -67,6 +102,7 @@ class PairwiseDataset(Dataset):
     """
 
     SAMPLE_BY = ("interaction", "user")
+    supports_device_sampling = True
 
     def __init__(
         self,

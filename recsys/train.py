@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.optimizer import AcceleratedOptimizer
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -41,7 +42,13 @@ from evals.ranking import evaluate_full_ranking
 from recsys.checkpoint import load_optimizer_state, save_optimizer_state
 from recsys.config import ConfigError, build_config, load_yaml, parse_overrides, split_overrides
 from recsys.models import Recommender, build_model, get_model_class
-from recsys.sampling import EpochSeededBatchSampler, EpochSeededSampler, LengthBucketBatchSampler, collate_batch
+from recsys.sampling import (
+    EpochSeededBatchSampler,
+    EpochSeededSampler,
+    LengthBucketBatchSampler,
+    TrainingData,
+    collate_batch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +176,42 @@ def _csr_or_none(part):
     return part.to_csr() if part is not None and part.n_interactions > 0 else None
 
 
+def _bare_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's wrapper (its state dict is what a checkpoint holds)."""
+    return optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
+
+
+@dataclasses.dataclass
+class _Loop:
+    """What one training run steps through: the model (bare and wrapped), optimizer, data and step functions."""
+
+    raw_model: Recommender
+    model: Any
+    optimizer: Any
+    dataset: Any
+    loader: Any = None
+    device_sampler: Any = None
+
+    backward: Any = None
+    optimizer_step: Any = None
+    zero_grad: Any = None
+
+
+@dataclasses.dataclass
+class _RunState:
+    """The counters of early stopping and resume: where the run is, its best epoch and value, its timings."""
+
+    use_valid: bool
+    start_epoch: int = 0
+    best_epoch: int = -1
+    best_value: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_evals: int = 0
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+    stopped_by_budget: bool = False
+
+
 class Trainer:
     """Seeded training with early stopping on a validation metric, safetensors checkpoints and resume."""
 
@@ -209,7 +252,7 @@ class Trainer:
         self._test_history = None
         if self.config.eval_mask not in EVAL_MASKS:
             raise ConfigError(f"eval_mask must be one of {', '.join(EVAL_MASKS)}; got {self.config.eval_mask!r}")
-        if self.config.eval_mask == "input" and self.task != "ctr" and not hasattr(model, "eval_input_csr"):
+        if self.config.eval_mask == "input" and self.task != "ctr" and not model.has_input_window:
             raise ConfigError(
                 f"eval_mask='input': model {getattr(model, 'name', type(model).__name__)!r} has no input window "
                 "(only sequential models do); use 'history' or 'none'"
@@ -301,30 +344,70 @@ class Trainer:
 
     # -- training ---------------------------------------------------------------------------------
     def fit(self, resume_from: str | Path | None = None) -> dict[str, Any]:
-        """Train (or fit in closed form), early-stop on validation, report test once at the best epoch."""
+        """Train (or fit in closed form), early-stop on validation, report test once at the best epoch.
+
+        The parts, in the order a reader meets them: ``_prepare_loop`` (dataset, sampler, optimizer, the
+        accelerate wrappers), ``_train_epoch`` (one pass, returns the epoch's record), ``_evaluate_and_select``
+        (validation, best checkpoint, patience), ``_save_last`` / ``_resume`` (checkpointing) and ``_finish``
+        (test at the best epoch, run.json).
+        """
         cfg = self.config
         set_seed(cfg.seed)
-        acc = self.accelerator
         started = time.perf_counter()
         raw_model = self.model
         raw_model.prepare(self.split.train)
         if not raw_model.trainable:
             raw_model.fit_closed_form(self.split.train)
-            raw_model.to(acc.device)
+            raw_model.to(self.accelerator.device)
             valid = self.evaluate("valid", raw_model)
-            result = self._finish(raw_model, best_epoch=0, valid=valid, started=started, epoch_seconds=[])
-            return result
+            return self._finish(raw_model, best_epoch=0, valid=valid, started=started, epoch_seconds=[])
 
         if cfg.valid_metric and self.has_valid and cfg.valid_metric not in self._metric_names():
             raise ConfigError(
                 f"valid_metric {cfg.valid_metric!r} is not computed; choose one of {self._metric_names()}"
             )
+        loop = self._prepare_loop(raw_model)
+        run = _RunState(use_valid=self.has_valid and bool(cfg.valid_metric))
+        if resume_from is not None:
+            self._resume(resume_from, loop.optimizer, run)
+            # with validation the run returns its best epoch's weights (saved at that epoch); without, its last
+            # epoch's, and the folder's model.safetensors is only the final model of the run being continued
+            run.best_state = self._load_best_state(resume_from) if run.use_valid else None
+
+        for epoch in range(run.start_epoch, cfg.epochs):
+            record = self._train_epoch(loop, epoch, run)
+            self._evaluate_and_select(loop, epoch, record, run)
+            self.history.append(record)
+            self._log_epoch(record)
+            if cfg.save_every_epoch and self.out_dir is not None:
+                self._save_last(self.accelerator.unwrap_model(loop.model), loop.optimizer, epoch + 1, run)
+            if self._should_stop(epoch, started, run):
+                break
+
+        final_model = self.accelerator.unwrap_model(loop.model)
+        if run.best_state is not None:
+            final_model.load_state_dict(run.best_state)
+        valid = self.evaluate("valid", final_model) if run.use_valid else {}
+        return self._finish(
+            final_model,
+            best_epoch=run.best_epoch,
+            valid=valid,
+            started=started,
+            epoch_seconds=run.epoch_seconds,
+            extra={"stopped_early": run.stopped_early, "stopped_by_budget": run.stopped_by_budget},
+        )
+
+    def _prepare_loop(self, raw_model: Recommender) -> _Loop:
+        """The training dataset with the options the config asks of it, the optimizer, and either a DataLoader
+        (batches built on the CPU) or a device sampler (whole epochs drawn on the training device)."""
+        cfg, acc = self.config, self.accelerator
         dataset = raw_model.train_dataset(self.split.train)
-        if hasattr(dataset, "seed"):
-            dataset.seed = cfg.seed
+        declared = isinstance(dataset, TrainingData)  # capabilities are declared by TrainingData subclasses
+        if declared:
+            dataset.set_seed(cfg.seed)
         if cfg.sampling not in ("loader", "device"):
             raise ConfigError(f"sampling must be 'loader' or 'device', got {cfg.sampling!r}")
-        if cfg.sampling == "device" and not hasattr(dataset, "device_sampler"):
+        if cfg.sampling == "device" and not (declared and dataset.supports_device_sampling):
             raise ConfigError(
                 f"sampling='device': {type(dataset).__name__} (model {raw_model.name!r}) builds its batches on "
                 "the CPU only; use sampling='loader'"
@@ -335,173 +418,158 @@ class Trainer:
                 f"target_weighting must be one of {', '.join(TARGET_WEIGHTINGS)}; got {cfg.target_weighting!r}"
             )
         if cfg.target_weighting != "batch":
-            if not hasattr(dataset, "set_target_weighting"):
+            if not (declared and dataset.supports_target_weighting):
                 raise ConfigError(
                     f"target_weighting={cfg.target_weighting!r}: {type(dataset).__name__} (model "
                     f"{raw_model.name!r}) has no per-target loss (only the sequence models do); use 'batch'"
                 )
             dataset.set_target_weighting(cfg.target_weighting)
-        device_sampler = None
         if cfg.sampling == "device":
             model, optimizer = acc.prepare(raw_model, optimizer)
-            device_sampler = dataset.device_sampler(acc.device)
+            loop = _Loop(raw_model, model, optimizer, dataset, device_sampler=dataset.device_sampler(acc.device))
         else:
-            sampler = EpochSeededSampler(len(dataset), cfg.seed)
-            if cfg.length_buckets < 0:
-                raise ConfigError(f"length_buckets must be >= 0 (0: off), got {cfg.length_buckets}")
-            if cfg.length_buckets:
-                if not hasattr(dataset, "example_lengths"):
-                    raise ConfigError(
-                        f"length_buckets: {type(dataset).__name__} (model {raw_model.name!r}) has no example "
-                        "lengths (only the sequence models' windows do); use length_buckets=0"
-                    )
-                batch_sampler = LengthBucketBatchSampler(
-                    sampler, cfg.batch_size, dataset.example_lengths(), cfg.length_buckets
-                )
-            else:
-                batch_sampler = EpochSeededBatchSampler(sampler, cfg.batch_size)
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=batch_sampler,
-                collate_fn=collate_batch,
-                num_workers=cfg.num_workers,
-                persistent_workers=False,  # workers must see each epoch's set_epoch
-            )
-            model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
-        backward, optimizer_step, zero_grad = _step_functions(acc, optimizer)
+            loop = self._loader_loop(raw_model, dataset, optimizer)
+        loop.backward, loop.optimizer_step, loop.zero_grad = _step_functions(acc, loop.optimizer)
+        return loop
 
-        use_valid = self.has_valid and bool(cfg.valid_metric)
-        start_epoch, best_epoch, best_value, best_state, bad_evals = 0, -1, -math.inf, None, 0
-        epoch_seconds: list[float] = []
-        if resume_from is not None:
-            start_epoch, best_epoch, best_value, bad_evals, epoch_seconds = self._resume(resume_from, optimizer)
-            # with validation the run returns its best epoch's weights (saved at that epoch); without, its last
-            # epoch's, and the folder's model.safetensors is only the final model of the run being continued
-            best_state = self._load_best_state(resume_from) if use_valid else None
-
-        stopped_early = stopped_by_budget = False
-        for epoch in range(start_epoch, cfg.epochs):
-            tick = time.perf_counter()
-            acc.unwrap_model(model).on_epoch_start(epoch)
-            # the prepared loader forwards the epoch to the sampler and the dataset (accelerate otherwise counts
-            # its own iterations from 0, which would replay epoch 0's order and negatives after a resume)
-            if device_sampler is not None:
-                batches = device_sampler.epoch(epoch, cfg.batch_size, acc.process_index, acc.num_processes)
-                n_batches = device_sampler.n_batches(cfg.batch_size, acc.num_processes)
-            else:
-                if hasattr(loader, "set_epoch"):
-                    loader.set_epoch(epoch)
-                else:
-                    sampler.set_epoch(epoch)
-                    if hasattr(dataset, "set_epoch"):
-                        dataset.set_epoch(epoch)
-                batches, n_batches = loader, len(loader)
-            model.train()
-            total, steps = torch.zeros((), device=acc.device), 0
-            parts: dict[str, torch.Tensor] = {}  # the model's named loss parts, summed over the epoch
-            bar = tqdm(
-                batches,
-                total=n_batches,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                disable=not self.progress,
-                leave=False,
+    def _loader_loop(self, raw_model: Recommender, dataset: Any, optimizer: Any) -> _Loop:
+        """A DataLoader over ``dataset`` in seeded epoch order (optionally length-bucketed), prepared."""
+        cfg, acc = self.config, self.accelerator
+        declared = isinstance(dataset, TrainingData)
+        sampler = EpochSeededSampler(len(dataset), cfg.seed)
+        if cfg.length_buckets < 0:
+            raise ConfigError(f"length_buckets must be >= 0 (0: off), got {cfg.length_buckets}")
+        if cfg.length_buckets:
+            if not (declared and dataset.has_example_lengths):
+                raise ConfigError(
+                    f"length_buckets: {type(dataset).__name__} (model {raw_model.name!r}) has no example "
+                    "lengths (only the sequence models' windows do); use length_buckets=0"
+                )
+            batch_sampler = LengthBucketBatchSampler(
+                sampler, cfg.batch_size, dataset.example_lengths(), cfg.length_buckets
             )
-            for batch in bar:
-                loss = model(batch)
-                if steps % max(cfg.check_every, 1) == 0 and not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; "
-                        "lower --lr or check the data"
-                    )
-                backward(loss)
-                if cfg.grad_clip > 0:
-                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer_step()
-                zero_grad(set_to_none=True)
-                total += loss.detach()
-                for name, value in raw_model.loss_parts().items():
-                    parts[name] = parts[name] + value if name in parts else value.clone()
-                steps += 1
-                if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:
-                    break
-            if not torch.isfinite(total):
-                raise TrainingError(f"loss became non-finite during epoch {epoch + 1}; lower --lr or check the data")
-            mean_loss = float(acc.reduce(total, reduction="mean").item()) / max(steps, 1)
-            epoch_seconds.append(time.perf_counter() - tick)
-            record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "seconds": epoch_seconds[-1]}
-            if parts:
-                record["loss_parts"] = {
-                    name: float(acc.reduce(value, reduction="mean").item()) / max(steps, 1)
-                    for name, value in parts.items()
-                }
-            diagnostics = raw_model.epoch_diagnostics()
-            if diagnostics:
-                record["diagnostics"] = diagnostics
-            is_eval_epoch = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
-            if use_valid and is_eval_epoch:
-                valid = self.evaluate("valid")
-                record["valid"] = valid
-                value = -valid[cfg.valid_metric] if cfg.valid_metric in LOWER_IS_BETTER else valid[cfg.valid_metric]
-                if not acc.unwrap_model(model).selectable():
-                    record["selectable"] = False  # a pre-training phase (DS-MLP's teacher): no selection, no patience
-                elif value > best_value:
-                    best_value, best_epoch, bad_evals = value, epoch + 1, 0
-                    best_state = copy.deepcopy(acc.unwrap_model(model).state_dict())
-                    self._save_model(acc.unwrap_model(model))
-                else:
-                    bad_evals += 1
-            elif not use_valid:
-                best_epoch = epoch + 1
-            if cfg.curve_every and ((epoch + 1) % cfg.curve_every == 0 or epoch + 1 == cfg.epochs):
-                record["test_curve"] = self.evaluate("test")  # a learning curve only; never used to select
-                logger.info(
-                    "epoch %d test curve: %s",
-                    epoch + 1,
-                    " ".join(
-                        f"{k} {record['test_curve'][k]:.4f}"
-                        for k in ("recall@20", "ndcg@20")
-                        if k in record["test_curve"]
-                    ),
-                )
-            self.history.append(record)
-            logger.info(
-                "epoch %d loss %.5f%s %s",
-                epoch + 1,
-                mean_loss,
-                "".join(f" {name} {value:.5f}" for name, value in record.get("loss_parts", {}).items()),
-                f"valid {cfg.valid_metric} {record['valid'][cfg.valid_metric]:.5f}" if "valid" in record else "",
-            )
-            if cfg.save_every_epoch and self.out_dir is not None:
-                self._save_last(
-                    acc.unwrap_model(model), optimizer, epoch + 1, best_epoch, best_value, bad_evals, epoch_seconds
-                )
-            if cfg.max_minutes and self._any_process((time.perf_counter() - started) / 60 >= cfg.max_minutes):
-                logger.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch + 1)
-                stopped_by_budget = True
-                break
-            if use_valid and cfg.patience and bad_evals >= cfg.patience:
-                logger.info(
-                    "early stop at epoch %d; best %s %.5f at epoch %d",
-                    epoch + 1,
-                    cfg.valid_metric,
-                    best_value,
-                    best_epoch,
-                )
-                stopped_early = True
-                break
-
-        final_model = acc.unwrap_model(model)
-        if best_state is not None:
-            final_model.load_state_dict(best_state)
-        valid = self.evaluate("valid", final_model) if use_valid else {}
-        return self._finish(
-            final_model,
-            best_epoch=best_epoch,
-            valid=valid,
-            started=started,
-            epoch_seconds=epoch_seconds,
-            extra={"stopped_early": stopped_early, "stopped_by_budget": stopped_by_budget},
+        else:
+            batch_sampler = EpochSeededBatchSampler(sampler, cfg.batch_size)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=collate_batch,
+            num_workers=cfg.num_workers,
+            persistent_workers=False,  # workers must see each epoch's set_epoch
         )
+        model, optimizer, loader = acc.prepare(raw_model, optimizer, loader)
+        return _Loop(raw_model, model, optimizer, dataset, loader=loader)
+
+    def _epoch_batches(self, loop: _Loop, epoch: int) -> tuple[Any, int]:
+        """The batches of ``epoch`` and how many there are."""
+        cfg, acc = self.config, self.accelerator
+        if loop.device_sampler is not None:
+            batches = loop.device_sampler.epoch(epoch, cfg.batch_size, acc.process_index, acc.num_processes)
+            return batches, loop.device_sampler.n_batches(cfg.batch_size, acc.num_processes)
+        # the prepared loader forwards the epoch to the sampler and the dataset (accelerate otherwise counts
+        # its own iterations from 0, which would replay epoch 0's order and negatives after a resume)
+        loop.loader.set_epoch(epoch)
+        return loop.loader, len(loop.loader)
+
+    def _train_epoch(self, loop: _Loop, epoch: int, run: _RunState) -> dict[str, Any]:
+        """One pass over the training data; returns the epoch's record (loss, its parts, seconds)."""
+        cfg, acc = self.config, self.accelerator
+        tick = time.perf_counter()
+        acc.unwrap_model(loop.model).on_epoch_start(epoch)
+        batches, n_batches = self._epoch_batches(loop, epoch)
+        model = loop.model
+        model.train()
+        total, steps = torch.zeros((), device=acc.device), 0
+        parts: dict[str, torch.Tensor] = {}  # the model's named loss parts, summed over the epoch
+        bar = tqdm(
+            batches, total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress, leave=False
+        )
+        for batch in bar:
+            loss = model(batch)
+            if steps % max(cfg.check_every, 1) == 0 and not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {steps + 1}; lower --lr or check the data"
+                )
+            loop.backward(loss)
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            loop.optimizer_step()
+            loop.zero_grad(set_to_none=True)
+            total += loss.detach()
+            for name, value in loop.raw_model.loss_parts().items():
+                parts[name] = parts[name] + value if name in parts else value.clone()
+            steps += 1
+            if cfg.max_steps_per_epoch and steps >= cfg.max_steps_per_epoch:
+                break
+        if not torch.isfinite(total):
+            raise TrainingError(f"loss became non-finite during epoch {epoch + 1}; lower --lr or check the data")
+        mean_loss = float(acc.reduce(total, reduction="mean").item()) / max(steps, 1)
+        run.epoch_seconds.append(time.perf_counter() - tick)
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "seconds": run.epoch_seconds[-1]}
+        if parts:
+            record["loss_parts"] = {
+                name: float(acc.reduce(value, reduction="mean").item()) / max(steps, 1) for name, value in parts.items()
+            }
+        diagnostics = loop.raw_model.epoch_diagnostics()
+        if diagnostics:
+            record["diagnostics"] = diagnostics
+        return record
+
+    def _evaluate_and_select(self, loop: _Loop, epoch: int, record: dict[str, Any], run: _RunState) -> None:
+        """Validate on evaluation epochs, keep (and save) the best weights, count evaluations without
+        improvement; record the test learning curve where asked (never used to select)."""
+        cfg, acc = self.config, self.accelerator
+        model = acc.unwrap_model(loop.model)
+        is_eval_epoch = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        if run.use_valid and is_eval_epoch:
+            valid = self.evaluate("valid")
+            record["valid"] = valid
+            value = -valid[cfg.valid_metric] if cfg.valid_metric in LOWER_IS_BETTER else valid[cfg.valid_metric]
+            if not model.selectable():
+                record["selectable"] = False  # a pre-training phase (DS-MLP's teacher): no selection, no patience
+            elif value > run.best_value:
+                run.best_value, run.best_epoch, run.bad_evals = value, epoch + 1, 0
+                run.best_state = copy.deepcopy(model.state_dict())
+                self._save_model(model)
+            else:
+                run.bad_evals += 1
+        elif not run.use_valid:
+            run.best_epoch = epoch + 1
+        if cfg.curve_every and ((epoch + 1) % cfg.curve_every == 0 or epoch + 1 == cfg.epochs):
+            record["test_curve"] = self.evaluate("test")
+            curve = record["test_curve"]
+            logger.info(
+                "epoch %d test curve: %s",
+                epoch + 1,
+                " ".join(f"{k} {curve[k]:.4f}" for k in ("recall@20", "ndcg@20") if k in curve),
+            )
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        """One log line per epoch: loss, its parts, and the validation metric when evaluated."""
+        metric = self.config.valid_metric
+        logger.info(
+            "epoch %d loss %.5f%s %s",
+            record["epoch"],
+            record["loss"],
+            "".join(f" {name} {value:.5f}" for name, value in record.get("loss_parts", {}).items()),
+            f"valid {metric} {record['valid'][metric]:.5f}" if "valid" in record else "",
+        )
+
+    def _should_stop(self, epoch: int, started: float, run: _RunState) -> bool:
+        """Whether the time budget is spent or patience has run out (the same answer on every process)."""
+        cfg = self.config
+        if cfg.max_minutes and self._any_process((time.perf_counter() - started) / 60 >= cfg.max_minutes):
+            logger.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch + 1)
+            run.stopped_by_budget = True
+            return True
+        if run.use_valid and cfg.patience and run.bad_evals >= cfg.patience:
+            logger.info(
+                "early stop at epoch %d; best %s %.5f at epoch %d", epoch + 1, cfg.valid_metric, run.best_value,
+                run.best_epoch,
+            )  # fmt: skip
+            run.stopped_early = True
+            return True
+        return False
 
     def _any_process(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on any (so all stop at the same epoch)."""
@@ -573,27 +641,19 @@ class Trainer:
         if self.out_dir is not None and self.accelerator.is_main_process:
             model.save_pretrained(self.out_dir)
 
-    def _save_last(
-        self,
-        model: Recommender,
-        optimizer,
-        epoch: int,
-        best_epoch: int,
-        best_value: float,
-        bad_evals: int,
-        epoch_seconds: list[float],
-    ) -> None:
+    def _save_last(self, model: Recommender, optimizer: Any, epoch: int, run: _RunState) -> None:
+        """Checkpoint the last epoch in OUT/last: weights, optimizer state and the loop's counters (resume)."""
         if not self.accelerator.is_main_process:
             return
         last = self.out_dir / LAST_DIR
         model.save_pretrained(last)
-        save_optimizer_state(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, last)
+        save_optimizer_state(_bare_optimizer(optimizer), last)
         state = {
             "epoch": epoch,
-            "best_epoch": best_epoch,
-            "best_value": best_value if math.isfinite(best_value) else None,
-            "bad_evals": bad_evals,
-            "epoch_seconds": epoch_seconds,
+            "best_epoch": run.best_epoch,
+            "best_value": run.best_value if math.isfinite(run.best_value) else None,
+            "bad_evals": run.bad_evals,
+            "epoch_seconds": run.epoch_seconds,
             "history": self.history,
             "train_config": dataclasses.asdict(self.config),
         }
@@ -605,7 +665,8 @@ class Trainer:
             ),
         )
 
-    def _resume(self, directory: str | Path, optimizer) -> tuple[int, int, float, int, list[float]]:
+    def _resume(self, directory: str | Path, optimizer: Any, run: _RunState) -> None:
+        """Load OUT/last (weights, optimizer, counters) into the model, the optimizer and ``run``."""
         last = Path(directory) / LAST_DIR
         state_path = last / "trainer_state.json"
         if not state_path.is_file():
@@ -613,11 +674,12 @@ class Trainer:
         state = json.loads(state_path.read_text())
         resumed = Recommender.from_pretrained(last)
         self.accelerator.unwrap_model(self.model).load_state_dict(resumed.state_dict())
-        load_optimizer_state(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, last)
+        load_optimizer_state(_bare_optimizer(optimizer), last)
         self.history = list(state.get("history", []))
-        best_value = state["best_value"] if state["best_value"] is not None else -math.inf
+        run.start_epoch, run.best_epoch, run.bad_evals = state["epoch"], state["best_epoch"], state["bad_evals"]
+        run.best_value = state["best_value"] if state["best_value"] is not None else -math.inf
+        run.epoch_seconds = list(state["epoch_seconds"])
         logger.info("resuming from %s after epoch %d", last, state["epoch"])
-        return state["epoch"], state["best_epoch"], best_value, state["bad_evals"], list(state["epoch_seconds"])
 
     def _load_best_state(self, directory: str | Path) -> dict[str, torch.Tensor] | None:
         try:

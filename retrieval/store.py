@@ -737,8 +737,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = stats.add_mutually_exclusive_group()
     where.add_argument("--path", help=f"store directory (default: ${STORE_ENV} or ~/.cache/recagents/store)")
     where.add_argument("--url", help="Chroma server URL, e.g. http://localhost:8000")
+    # retrieval is a leaf (imports nothing of ours, core included), so its one CLI declares the two flags itself
+    loud = stats.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
+    loud.add_argument("-q", "--quiet", action="store_true", help="only errors")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.ERROR if args.quiet else (logging.DEBUG, logging.INFO, logging.WARNING)[max(0, 2 - args.verbose)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         # Read-only: stats never takes the writer lock, and never creates a store where there is none.
         with VectorStore(path=args.path, url=args.url, read_only=True) as store:

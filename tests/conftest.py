@@ -30,3 +30,14 @@ def shared_data() -> Path:
 def clustered_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small clustered interaction dataset as RecBole atomic files (read-only, shared by tests)."""
     return write_atomic_inter(tmp_path_factory.mktemp("data"), "clustered", make_clustered_interactions())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one thread is faster than several fighting over a shared CPU (and deterministic)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,6 +16,7 @@ from typing import Any
 
 from agents.camroll.errors import CamrollError
 from agents.camroll.session import Session, make_answerer
+from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.camroll")
 
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
             "or vlm:FOLDER (a caption per photo from a local VLM folder)",
         )
         sub.add_argument("--cache-dir", help="cache folder (default ~/.cache/recagents/camroll)")
-        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_verbosity_args(sub)
         if agent:
             sub.add_argument("--user", required=True, help="user id, e.g. 12")
             sub.add_argument("--agent", default="planner", choices=("planner", "llm", "endpoint"))
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--user", required=True)
     threads.add_argument("--cache-dir")
     threads.add_argument("--threads-db")
+    add_verbosity_args(threads)
     threads.set_defaults(run=_threads)
     show = verbs.add_parser("demo", help="the camroll part of `make demo`: demo roll, ingest, a few answers, eval")
     common(show)
@@ -234,18 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--questions-per-user", type=int, default=DEFAULT_QUESTIONS_PER_USER)
     demo.add_argument("--seed", type=int, default=DEV_SEED, help=f"{DEV_SEED}: development; {HELDOUT_SEED}: held out")
     demo.add_argument("--extra-photos", help="a folder of photos named by content (e.g. ImageNet samples) to mix in")
-    demo.add_argument("--quiet", action="store_true")
+    add_verbosity_args(demo)
     demo.set_defaults(run=_demo_data)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from core.cli import run_cli
     from mllm.backbones import MllmError
     from retrieval.errors import RetrievalError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_from_args(args, default=logging.WARNING)
     return run_cli(lambda: args.run(args), errors=(CamrollError, RetrievalError, MllmError))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.pcf.errors import PCFError
+from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.pcf")
 
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="none (kNN only, default), default (packaged SmolLM2-135M), a model folder, "
             "a .gguf file, or an OpenAI-compatible URL (http://host:port#model)",
         )
-        sub.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+        add_verbosity_args(sub)
 
     label = verbs.add_parser("label", help="label every item of a catalogue (resumable, exactly once per item)")
     label.add_argument(
@@ -205,10 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; a bad input prints one line naming the file, line or field and returns 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    from core.cli import run_cli
+    configure_from_args(args, default=logging.WARNING)
     from retrieval.errors import RetrievalError
 
     return run_cli(lambda: args.run(args), errors=(PCFError, RetrievalError, *_model_errors()))

@@ -7,11 +7,11 @@ lambda grid, and writes ``carbon_sweep.json``, ``carbon_sweep.md`` and ``pareto_
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from typing import Any
 
+from core.cli import add_verbosity_args, configure_from_args, run_cli
 from recsys.carbon.labels import MISSING_POLICIES, CarbonError, read_id_map, read_pcf_labels
 from recsys.carbon.rerank import PCF_SCALES, lambda_grid
 from recsys.carbon.sweep import sweep_checkpoint, write_reports
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-dir", help="look for the checkpoint's dataset here first")
     sweep.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     sweep.add_argument("--batch-size", type=int, default=1024, help="users scored per batch")
-    sweep.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
+    add_verbosity_args(sweep)
     return parser
 
 
@@ -120,12 +120,8 @@ def run_sweep(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: JSON summary on stdout; one clear line and exit 2 on bad input."""
-    from core.cli import run_cli
-
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args)
     return run_cli(lambda: run_sweep(args, argv))
 
 

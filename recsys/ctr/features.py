@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from recsys.data.dataset import DataError
+from recsys.sampling import TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class EncodedCTR:
         return out
 
 
-class CTRBatchDataset(Dataset):
+class CTRBatchDataset(TrainingData):
     """Map-style dataset whose ``__getitems__`` returns one whole batch dict (see recsys.sampling)."""
 
     def __init__(self, data: EncodedCTR) -> None:

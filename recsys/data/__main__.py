@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.cli import add_verbosity_args, configure_from_args
 from recsys.data.dataset import DataError, InteractionDataset, Split
 from recsys.data.registry import detect_format, load_dataset, resolve_dataset
 from recsys.data.splits import PROTOCOLS, kcore_filter, make_split
@@ -89,7 +90,7 @@ def write_split(split: Split, out: Path, name: str) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``python -m recsys.data``."""
     parser = argparse.ArgumentParser(prog="python -m recsys.data", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    add_verbosity_args(parser)
     verbs = parser.add_subparsers(dest="verb", required=True)
     info = verbs.add_parser("info", help="print a dataset's statistics as JSON")
     info.add_argument("dataset", help="a known name (ml-100k, ml-1m, gowalla, lastfm) or a folder/file path")
@@ -127,9 +128,7 @@ def _split_command(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; prints JSON on success, one error line on stderr (exit 2) on bad input."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args)
     try:
         result = dataset_info(args.dataset, args.data_dir) if args.verb == "info" else _split_command(args)
     except (DataError, OSError) as exc:

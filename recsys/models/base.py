@@ -48,6 +48,8 @@ class Recommender(nn.Module):
     data_buffers: ClassVar[tuple[str, ...]] = ()
     # Whether the Trainer's mixed_precision="auto" should pick bf16 on a GPU (transformer back-bones do).
     prefers_bf16: ClassVar[bool] = False
+    # Whether ``eval_input_csr`` exists: the items of each user's input window (TrainConfig.eval_mask = "input").
+    has_input_window: ClassVar[bool] = False
 
     def __init__(self, config: Any, n_users: int, n_items: int) -> None:
         super().__init__()
@@ -101,6 +103,10 @@ class Recommender(nn.Module):
         """Whether this epoch's weights may become the best checkpoint (False in a pre-training phase,
         e.g. DS-MLP's teacher and distillation phases); the Trainer then neither selects nor early-stops."""
         return True
+
+    def eval_input_csr(self) -> Any:
+        """[n_users, n_items] CSR of the items in each user's input window (only where ``has_input_window``)."""
+        raise NotImplementedError(f"{self.name} has no input window (only sequential models do)")
 
     # -- inference --------------------------------------------------------------------------------
     def score(self, users: torch.Tensor) -> torch.Tensor:

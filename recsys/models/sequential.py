@@ -26,10 +26,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from recsys.models.base import Recommender
 from recsys.models.losses import linear_cross_entropy
+from recsys.sampling import TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def pad_last(sequences: UserSequences, users: np.ndarray, max_len: int) -> tuple
     return items.astype(np.int64), gaps.astype(np.float32), lengths.astype(np.int64)
 
 
-class SequenceTrainDataset(Dataset):
+class SequenceTrainDataset(TrainingData):
     """Next-item training windows over the train part; ``__getitems__`` returns one batch dict.
 
     Each example is a window of up to ``max_len + 1`` consecutive events of one user: inputs are the first
@@ -119,6 +119,9 @@ class SequenceTrainDataset(Dataset):
     batch's targets over (its examples x the mean targets per example), by which the model scales its
     per-target mean loss, so every target weighs the same in every batch (``TrainConfig.target_weighting``).
     """
+
+    supports_target_weighting = True
+    has_example_lengths = True
 
     def __init__(
         self,
@@ -225,6 +228,7 @@ class SequentialRecommender(Recommender):
     L2-normalises the hidden state q and the item embedding e, in training and in ranking alike.
     """
 
+    has_input_window = True  # eval_input_csr: TrainConfig.eval_mask = "input"
     item_embedding: torch.nn.Embedding
     # users per encoder call when scoring on a CPU (grouped by history length; see ``score``)
     score_group_size: int = 256

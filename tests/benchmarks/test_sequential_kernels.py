@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from synthetic import fla_contract_stand_in
 
-from benchmarks import sequential
+from benchmarks import sequential, sequential_kernels
 from recsys.models.delta_rule import fla_gated_delta_rule
 
 
 def test_kernels_without_gpu_or_fla_says_why_and_fails(monkeypatch, caplog):
-    monkeypatch.setattr(sequential, "fla_chunk_kernel", lambda: None)
+    monkeypatch.setattr(sequential_kernels, "fla_chunk_kernel", lambda: None)
     with caplog.at_level(logging.ERROR, logger="benchmarks.sequential"):
         assert sequential.main(["kernels", "--lengths", "64"]) == 2
     assert "needs a CUDA GPU and flash-linear-attention" in caplog.text

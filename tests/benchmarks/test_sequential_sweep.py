@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import sequential
+from benchmarks import sequential, sequential_quality
 
 
 @pytest.fixture()
@@ -86,7 +86,7 @@ def test_parallel_sweep_stopped_leaves_no_run_going(beauty_dir, tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
-    monkeypatch.setattr(sequential.time, "sleep", interrupted)
+    monkeypatch.setattr(sequential_quality.time, "sleep", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _sweep(beauty_dir, tmp_path / "quality.json")
     assert len(started) == 2 and all(process.poll() is not None for process in started)

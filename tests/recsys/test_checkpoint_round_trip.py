@@ -20,12 +20,7 @@ RANKING = [n for n in available_models() if getattr(get_model_class(n), "task", 
 CTR = [n for n in available_models() if getattr(get_model_class(n), "task", "ranking") == "ctr"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The state-sink diagnostic of `benchmarks/sequential.py sink` on tiny models (untrained: it measures, it
-does not need a good model)."""
+"""The state-sink diagnostic (recsys.models.sink_diagnostic, behind `benchmarks/sequential.py sink`) on tiny
+models (untrained: it measures, it does not need a good model)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import sequential
 from recsys.data import InteractionDataset
 from recsys.models import build_model
+from recsys.models.sink_diagnostic import item_genres, planted_repetition_dataset, sink_share
 
 
 @pytest.mark.parametrize("name", ["gdn", "sinkrec"])
 def test_sink_share_on_planted_repetition(name):
-    data = sequential.planted_repetition_dataset(n_users=6, n_items=20, length=12, seed=0)
+    data = planted_repetition_dataset(n_users=6, n_items=20, length=12, seed=0)
     torch.manual_seed(0)
     options = {"hidden_dim": 16, "max_len": 12, **({"codebook_size": 8} if name == "sinkrec" else {})}
     model = build_model(name, data.n_users, data.n_items, options)
-    out = sequential.sink_share(model, data)
+    out = sink_share(model, data)
     assert out["users"] == 6 and out["users_with_repeats"] == 6  # every planted user repeats favourites
     assert out["random_subspace_share"] == pytest.approx(3 / 8)  # top 3 of a head dimension of 8
     for key in ("state_share_top_key_directions", "state_share_repeated", "repeated_score_percentile"):
@@ -36,7 +36,7 @@ def test_sink_share_without_repeated_items_reports_none():
     data = InteractionDataset.from_raw("no-repeats", users, items, timestamps=np.arange(users.size, dtype=float))
     torch.manual_seed(0)
     model = build_model("gdn", data.n_users, data.n_items, {"hidden_dim": 16, "max_len": 8})
-    out = sequential.sink_share(model, data)
+    out = sink_share(model, data)
     assert out["users"] == 4 and out["users_with_repeats"] == 0
     assert out["state_share_repeated"] is None and out["repeated_score_percentile"] is None
     assert out["state_share_top_key_directions"] is not None
@@ -50,16 +50,16 @@ def test_sink_share_by_genre_when_items_do_not_repeat():
     genres = [frozenset({"drama"} if i % 4 else {"comedy", "drama"}) for i in range(data.n_items)]
     torch.manual_seed(0)
     model = build_model("gdn", data.n_users, data.n_items, {"hidden_dim": 16, "max_len": 10})
-    out = sequential.sink_share(model, data, genres=genres)
+    out = sink_share(model, data, genres=genres)
     assert 0.0 <= out["state_share_top_genre"] <= 1.0 + 1e-6
     assert 0.0 <= out["top_genre_score_percentile"] <= 1.0
-    assert sequential.sink_share(model, data)["state_share_top_genre"] is None  # no genres, no genre measure
+    assert sink_share(model, data)["state_share_top_genre"] is None  # no genres, no genre measure
 
 
 def test_item_genres_reads_the_genre_column():
     import pandas as pd
 
     data = InteractionDataset.from_raw("g", [0, 0], [0, 1])
-    assert sequential.item_genres(data) is None
+    assert item_genres(data) is None
     data.item_features = pd.DataFrame({"item_id": ["a", "b"], "genre": ["Comedy Drama", None]})
-    assert sequential.item_genres(data) == [frozenset({"Comedy", "Drama"}), frozenset()]
+    assert item_genres(data) == [frozenset({"Comedy", "Drama"}), frozenset()]
