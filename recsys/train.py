@@ -730,15 +730,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     probe.add_argument("--model")
     known, _ = probe.parse_known_args(argv)
     configs: list[type] = [TrainConfig, DataConfig]
+    model_defaults = ""
     if known.model:
         with contextlib.suppress(UserError):  # an unknown model is reported when the command runs
-            configs.append(get_model_class(known.model).Config)
+            model_cls = get_model_class(known.model)
+            configs.append(model_cls.Config)
+            if model_cls.train_defaults:
+                shown = ", ".join(f"{k}={v!r}" for k, v in model_cls.train_defaults.items())
+                model_defaults = f"\n{known.model} replaces these TrainConfig defaults: {shown}"
     parser = argparse.ArgumentParser(
         prog="python -m recsys.train",
         description="Train any registered recommender with full-ranking evaluation. Extra --key value pairs "
         "override fields of TrainConfig, DataConfig or the model's Config (listed below; with --model NAME, "
         "the model's keys too).",
-        epilog=override_help(*configs),
+        epilog=override_help(*configs) + model_defaults,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", help="registered model name (see --list-models)")

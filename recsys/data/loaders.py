@@ -462,6 +462,8 @@ def load_atomic_benchmark(path: str | Path, name: str | None = None) -> Interact
     text_path = folder / f"{name}.text"
     if text_path.is_file():
         dataset.item_text = read_item_text(text_path, dataset.item_map)
+    else:
+        logger.info("%s: no %s beside the .inter files: items have no titles", folder, text_path.name)
     return dataset
 
 

@@ -32,6 +32,12 @@ def test_help_lists_the_override_keys_with_defaults(capsys) -> None:
     assert "default 'auto'" in text
 
 
+def test_help_names_the_training_defaults_a_model_replaces(capsys) -> None:
+    with pytest.raises(SystemExit):
+        build_parser(["--model", "sasrec"]).parse_args(["--help"])
+    assert "sasrec replaces these TrainConfig defaults: " in capsys.readouterr().out
+
+
 def test_a_shipped_split_is_used_as_given_by_default_and_logged(tmp_path: Path, caplog) -> None:
     folder = write_benchmark_folder(tmp_path / "given")
     with caplog.at_level(logging.INFO):
