@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results
+from core.cli import add_verbosity_args, configure_from_args
 from recsys.config import build_config, parse_overrides
 from recsys.models import build_model, get_model_class
 from recsys.train import DataConfig, TrainConfig, Trainer, prepare_split
@@ -224,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch CPU threads for ours and the peer (0: torch's default)"
     )
     parser.add_argument("--out", help="result JSON path")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_from_args(args, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     if args.threads:  # the same for both libraries: ours here, RecBole's subprocess through the environment
         torch.set_num_threads(args.threads)

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results
+from core.cli import add_verbosity_args, configure_from_args
 from evals.metrics import log_loss, roc_auc
 from recsys.config import build_config
 from recsys.ctr import make_synthetic_ctr, prepare_ctr_split, random_split_folds
@@ -189,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serving-only", action="store_true", help="only measure the serving cost")
     parser.add_argument("--no-serving", action="store_true")
     parser.add_argument("--out", help="result JSON path (default benchmarks/results/ctr_<datasets>.json)")
+    add_verbosity_args(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_from_args(args, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
 
     runs: list[dict[str, Any]] = []

@@ -26,7 +26,6 @@ data without timestamps), full ranking over all items, the user's train (and val
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -76,6 +75,7 @@ from benchmarks.sequential_sink import (
 from benchmarks.sequential_softmax import (
     softmax,
 )
+from core.cli import add_verbosity_args, configure_from_args
 from recsys.models.sink_diagnostic import (  # noqa: F401  (re-exported: one module per verb)
     item_genres,
     planted_repetition_dataset,
@@ -87,6 +87,7 @@ from recsys.train import EVAL_MASKS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
+    add_verbosity_args(common)
     common.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     common.add_argument("--tag", help="suffix of the result file name (e.g. the machine: cpu, h200)")
     common.add_argument("--out", help="result JSON path (default benchmarks/results/sequential_<kind>_<tag>.json)")
@@ -170,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("files", nargs="+", help="quality result JSONs")
     r.add_argument("--out", help="write the merged JSON here")
     r.add_argument("--at-epochs", nargs="+", type=int, help="also tabulate each run's valid NDCG@10 at these epochs")
+    add_verbosity_args(r)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_from_args(args, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "threads", 0):
         torch.set_num_threads(args.threads)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def add_verbosity_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors")
 
 
-def configure_logging(verbose: int = 0, quiet: bool = False, default: int = logging.INFO) -> int:
+def configure_logging(verbose: int = 0, quiet: bool = False, default: int = logging.INFO, fmt: str = LOG_FORMAT) -> int:
     """Route the root logger through tqdm at the level the flags ask for; returns that level."""
     if quiet:
         level = logging.WARNING
@@ -49,15 +49,15 @@ def configure_logging(verbose: int = 0, quiet: bool = False, default: int = logg
         if isinstance(handler, TqdmLoggingHandler):
             root.removeHandler(handler)
     handler = TqdmLoggingHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(fmt))
     root.addHandler(handler)
     root.setLevel(level)
     return level
 
 
-def configure_from_args(args: argparse.Namespace, default: int = logging.INFO) -> int:
+def configure_from_args(args: argparse.Namespace, default: int = logging.INFO, fmt: str = LOG_FORMAT) -> int:
     """``configure_logging`` from the ``-v``/``--quiet`` attributes of parsed arguments (absent ones count as 0)."""
-    return configure_logging(getattr(args, "verbose", 0) or 0, bool(getattr(args, "quiet", False)), default)
+    return configure_logging(getattr(args, "verbose", 0) or 0, bool(getattr(args, "quiet", False)), default, fmt)
 
 
 def run_cli(command: Callable[[], Any], errors: tuple[type[BaseException], ...] = ()) -> int:
