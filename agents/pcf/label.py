@@ -162,7 +162,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
     lowered = {untyped(str(c).strip()).lower() for c in columns}
-    for what, names in (("an id", ID_FIELDS), ("a title", TITLE_FIELDS)):
+    for what, names in (("id", ID_FIELDS), ("title", TITLE_FIELDS)):
         if not lowered & set(names):
             raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {list(columns)}")
 

@@ -80,7 +80,7 @@ def test_csv_tsv_and_parquet_catalogues_with_rejects_by_line(tmp_path: Path) -> 
 
     bad = tmp_path / "bad.csv"
     bad.write_text("sku,label\n1,2\n")
-    with pytest.raises(PCFDataError, match=r"bad.csv:1: no an id column"):
+    with pytest.raises(PCFDataError, match=r"bad.csv:1: no id column"):
         read_catalogue(bad)
 
 
@@ -199,7 +199,7 @@ def test_cli_bad_input_prints_one_line_and_exits_2(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:1: no an id column")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:1: no id column")
     result = subprocess.run(_cli("label", "--shard", "5/2", "--catalog", str(bad), "--out", "x"),
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "--shard '5/2'" in result.stderr
