@@ -5,7 +5,8 @@ start the file is read back: a torn last line (a kill in the middle of a write) 
 labelled are skipped. Each batch is first upserted into the store (idempotent by item id) and only then
 appended, so a kill at any moment leaves every item either labelled once or not at all, and a rerun finishes
 the rest. A file lock keeps a second process off the same output file. Malformed catalogue rows go to
-``<out>.rejects.jsonl`` with their line numbers.
+``<out>.rejects.jsonl`` with their line numbers, rows that are not valid UTF-8 among them (no fallback
+decoding: a wrong guess would label a garbled title; the job goes on with the other rows).
 """
 
 from __future__ import annotations
@@ -126,13 +127,32 @@ def item_from_record(record: dict[str, Any], line: int, seen: dict[str, int]) ->
     )
 
 
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes (surrogate escapes) spelled ``\\xNN``, for a rejects entry."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _encoding_reject(line: int, text: str) -> Reject | None:
+    """A Reject when ``text`` (read with ``surrogateescape``) held bytes that are not UTF-8, else None."""
+    bad = next((i for i, char in enumerate(text) if "\udc80" <= char <= "\udcff"), None)
+    if bad is None:
+        return None
+    byte = ord(text[bad]) - 0xDC00
+    error = f"not valid UTF-8 (byte 0x{byte:02x} at character {bad + 1}); re-save the file as UTF-8"
+    return Reject(line, "(encoding)", error, _printable(text)[:300])
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     """(line number, record or Reject) for each row of a .jsonl, .csv/.tsv/.text or .parquet file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8", errors="surrogateescape") as handle:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
+                    continue
+                bad_bytes = _encoding_reject(line_number, line.rstrip("\r\n"))
+                if bad_bytes is not None:
+                    yield line_number, bad_bytes
                     continue
                 try:
                     record = json.loads(line)
@@ -144,15 +164,23 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
                     continue
                 yield line_number, record
     elif suffix in (".csv", ".tsv", ".text", ".txt"):
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
             first = handle.readline()
             handle.seek(0)
             delimiter = "\t" if suffix in (".tsv", ".text") or "\t" in first else ","
             reader = csv.DictReader(handle, delimiter=delimiter)
             _check_columns(path, reader.fieldnames or [])
             for record in reader:
+                cells = [v for k, v in record.items() if k is not None] + list(record.get(None) or [])
+                row_text = delimiter.join(str(cell) for cell in cells if cell is not None)
+                bad_bytes = _encoding_reject(reader.line_num, row_text)
+                if bad_bytes is not None:
+                    yield reader.line_num, bad_bytes
+                    continue
                 if None in record:  # more cells than header columns
-                    yield reader.line_num, Reject(reader.line_num, "(row)", "more cells than header columns")
+                    yield reader.line_num, Reject(
+                        reader.line_num, "(row)", "more cells than header columns", row_text[:300]
+                    )
                     continue
                 yield reader.line_num, record
     elif suffix == ".parquet":
@@ -173,7 +201,8 @@ def _check_columns(path: Path, columns: Sequence[str]) -> None:
     lowered = {str(c).strip().lower() for c in columns}
     for what, names in (("an id", ID_FIELDS), ("a title", TITLE_FIELDS)):
         if not lowered & set(names):
-            raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {list(columns)}")
+            shown = [_printable(str(c)) for c in columns]
+            raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {shown}")
 
 
 def read_catalogue(path: str | Path) -> Catalogue:
