@@ -178,8 +178,9 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
                     yield reader.line_num, bad_bytes
                     continue
                 if None in record:  # more cells than header columns
-                    yield reader.line_num, Reject(
-                        reader.line_num, "(row)", "more cells than header columns", row_text[:300]
+                    yield (
+                        reader.line_num,
+                        Reject(reader.line_num, "(row)", "more cells than header columns", row_text[:300]),
                     )
                     continue
                 yield reader.line_num, record
