@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.data.checks import format_problems
 from recsys.data.dataset import DataError, InteractionDataset, Split
 from recsys.data.registry import detect_format, load_dataset, resolve_dataset
 from recsys.data.splits import PROTOCOLS, kcore_filter, make_split
@@ -46,6 +47,7 @@ def dataset_info(name_or_path: str, data_dir: str | None = None) -> dict[str, An
         out["given_split"] = {"train": int(counts[0]), "valid": int(counts[1]), "test": int(counts[2])}
     out["source"] = str(path.resolve())
     out["format"] = detect_format(path)
+    out["format_problems"] = format_problems(dataset, path, out["format"])
     return out
 
 
