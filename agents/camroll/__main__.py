@@ -55,12 +55,12 @@ def make_text_embedder(name: str) -> Any:
     return TextEmbedder(model_path=name)
 
 
-def open_store(spec: str | None) -> Any:
+def open_store(spec: str | None, read_only: bool = False) -> Any:
     from retrieval import VectorStore
 
     if spec and spec.startswith(("http://", "https://")):
-        return VectorStore(url=spec)
-    return VectorStore(path=spec)
+        return VectorStore(url=spec, read_only=read_only)
+    return VectorStore(path=spec, read_only=read_only)
 
 
 def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
@@ -81,21 +81,28 @@ def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
 
 
 class Session:
-    """Data, store, memory and checkpointer opened together for one command."""
+    """Data, store, memory and checkpointer opened together for one command.
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    ``read_only``: the store is opened without its writer lock, so any number of readers share it (``ask`` and
+    ``chat`` read; they take the lock only for the moment an ingest writes). ``reuse``: an earlier session whose
+    embedder and visual backend are reused rather than loaded again.
+    """
+
+    def __init__(self, args: argparse.Namespace, read_only: bool = False, reuse: Session | None = None) -> None:
         from agents.camroll.memory import CamrollMemory, default_cache_dir, make_visual
 
         self.args = args
-        self.data = ensure_data(args.data, progress=not args.quiet)
-        self.store = open_store(args.store)
-        self.memory = CamrollMemory(
-            self.store,
-            self.data,
-            embedder=make_text_embedder(args.embedder),
-            visual=make_visual(args.visual),
-            cache_dir=args.cache_dir or default_cache_dir(),
-        )
+        self.data = reuse.data if reuse is not None else ensure_data(args.data, progress=not args.quiet)
+        embedder = reuse.memory.embedder if reuse is not None else make_text_embedder(args.embedder)
+        visual = reuse.memory.visual if reuse is not None else make_visual(args.visual)
+        self.store = open_store(args.store, read_only=read_only)
+        try:
+            self.memory = CamrollMemory(
+                self.store, self.data, embedder=embedder, visual=visual, cache_dir=args.cache_dir or default_cache_dir()
+            )
+        except BaseException:
+            self.store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -143,15 +150,34 @@ def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def reader_session(args: argparse.Namespace, user: str) -> Session:
+    """A read-only session whose memory of ``user`` is current; the writer lock is held only while ingesting."""
+    from retrieval.errors import StoreError
+
+    reader: Session | None = None
+    try:
+        reader = Session(args, read_only=True)
+        if not reader.memory.needs_ingest(user, progress=not args.quiet):
+            return reader
+        reader.close()
+    except StoreError as exc:  # no store or no collection yet (a damaged store is refused again below)
+        logger.debug("read-only open failed (%s); ingesting first", exc)
+    writer = Session(args, reuse=reader)
+    try:
+        writer.memory.ingest(user, progress=not args.quiet)  # incremental: only changed nodes are written
+    finally:
+        writer.close()  # releases the writer lock before the conversation starts
+    return Session(args, read_only=True, reuse=writer)
+
+
 def _with_agent(args: argparse.Namespace, body: Any) -> Any:
     from agents.camroll.data import check_user_id
     from agents.camroll.graph import build_graph, prune_thread, sqlite_checkpointer, thread_key
     from agents.camroll.tools import CamrollTools
 
     user = check_user_id(args.user)
-    session = Session(args)
+    session = reader_session(args, user)
     try:
-        session.memory.ingest(user, progress=not args.quiet)  # incremental: only changed nodes are written
         tools = CamrollTools(session.memory, user)
         answerer = make_answerer(args.agent, args.model, user)
         with sqlite_checkpointer(_threads_db(args)) as saver:
