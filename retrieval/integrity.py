@@ -8,7 +8,7 @@ files end in a Rust panic. :func:`check_store_integrity` reads the files read-on
 - ``chroma.sqlite3``: the SQLite header, then ``PRAGMA quick_check`` through a read-only connection, then the
   tables Chroma needs;
 - each persisted HNSW segment folder: ``header.bin`` (100 bytes, plausible fields), ``data_level0.bin`` and
-  ``length.bin`` of the sizes the header implies, every level-0 link pointing at a stored element (hnswlib
+  ``length.bin`` of a size the header allows, every level-0 link pointing at a stored element (hnswlib
   follows them unchecked), ``link_lists.bin`` present, and ``index_metadata.pickle``
   a complete pickle stream (walked opcode by opcode with :mod:`pickletools`, never unpickled).
 
@@ -45,8 +45,13 @@ def _damaged(path: Path, what: str) -> StoreDamagedError:
     return StoreDamagedError(f"{path}: cannot open the Chroma store, it is damaged: {what}; {REBUILD_HINT}")
 
 
-def check_sqlite(db_path: Path) -> list[tuple[str, str]]:
-    """Check ``chroma.sqlite3`` read-only; returns its (segment id, segment type) rows; raises StoreDamagedError."""
+def check_sqlite(db_path: Path, writable: bool = False) -> list[tuple[str, str]]:
+    """Check ``chroma.sqlite3``; returns its (segment id, segment type) rows; raises StoreDamagedError.
+
+    Read-only, except that a writer (``writable``, holding the store's lock, so no other writer lives) lets
+    SQLite roll back a hot journal left by a killed writer: SQLite's own crash recovery, which restores the last
+    committed state and is what Chroma would do on open anyway.
+    """
     size = db_path.stat().st_size
     if size == 0:
         raise _damaged(db_path, "the file is empty (0 bytes)")
@@ -56,7 +61,9 @@ def check_sqlite(db_path: Path) -> list[tuple[str, str]]:
         raise _damaged(db_path, f"not a SQLite database (the first {len(SQLITE_MAGIC)} bytes are {magic[:16]!r})")
     try:
         # mode=ro: never create, migrate or roll anything forward; a hot journal makes this fail, which we report.
-        connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        journal = db_path.with_name(db_path.name + "-journal")
+        mode = "rw" if writable and journal.is_file() and journal.stat().st_size > 0 else "ro"
+        connection = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode={mode}", uri=True, timeout=5.0)
     except sqlite3.Error as exc:
         raise _damaged(db_path, f"SQLite cannot open it ({exc})") from None
     try:
@@ -73,6 +80,11 @@ def check_sqlite(db_path: Path) -> list[tuple[str, str]]:
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed", ...
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             raise StoreError(f"{db_path}: the database is locked by another process; try again") from None
+        if "readonly" in str(exc) or "read-only" in str(exc):  # a hot journal that only a writer may roll back
+            raise StoreError(
+                f"{db_path}: a killed writer left an unfinished write (a hot journal); open the store once for "
+                "writing (e.g. an ingest) so SQLite rolls it back, then read it"
+            ) from None
         raise _damaged(db_path, f"SQLite error ({exc})") from None
     finally:
         connection.close()
@@ -95,13 +107,14 @@ def check_hnsw_segment(folder: Path) -> None:
         raise _damaged(header_path, "implausible header (field offsets out of order)")
     if count and not (entry_point < count and 0 <= max_level < 64):
         raise _damaged(header_path, f"implausible header (entry point {entry_point} of {count} elements)")
-    expected = {"data_level0.bin": max_elements * per_element, "length.bin": max_elements * 4}
-    for name, size in expected.items():
+    # Chroma writes these files up to the element count or up to the capacity (both seen): either is whole.
+    for name, unit in (("data_level0.bin", per_element), ("length.bin", 4)):
         path = folder / name
         actual = path.stat().st_size if path.is_file() else None
-        if actual != size:
+        if actual is None or actual % unit or not count * unit <= actual <= max_elements * unit:
             found = "missing" if actual is None else f"{actual} bytes"
-            raise _damaged(path, f"{found}, expected {size} from header.bin")
+            expected = f"{count * unit} to {max_elements * unit} bytes in steps of {unit}"
+            raise _damaged(path, f"{found}, expected {expected} from header.bin")
     check_level0_links(folder / "data_level0.bin", count, per_element, max_m0)
     if not (folder / "link_lists.bin").is_file():
         raise _damaged(folder / "link_lists.bin", "missing from the vector segment")
@@ -136,13 +149,16 @@ def check_level0_links(path: Path, count: int, per_element: int, max_m0: int) ->
         raise _damaged(path, f"element {bad} links to an element beyond the {count} stored")
 
 
-def check_store_integrity(path: str | Path) -> None:
-    """Check a store directory's SQLite file and its persisted vector segments; raises StoreDamagedError."""
+def check_store_integrity(path: str | Path, writable: bool = False) -> None:
+    """Check a store directory's SQLite file and its persisted vector segments; raises StoreDamagedError.
+
+    ``writable``: the caller holds the store's writer lock (a hot journal may then be rolled back).
+    """
     path = Path(path)
     db_path = path / CHROMA_DB_FILE
     if not db_path.is_file():
         return  # a new or empty directory: nothing to check
-    segments = check_sqlite(db_path)
+    segments = check_sqlite(db_path, writable)
     for attempt in range(SEGMENT_ATTEMPTS):
         try:
             for segment_id, segment_type in segments:

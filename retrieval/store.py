@@ -225,7 +225,7 @@ class VectorStore:
             _acquire_writer_lock(self.path, lock_timeout)
             self._holds_lock = True
         try:
-            check_store_integrity(self.path)  # read-only, before Chroma could initialise or rewrite anything
+            check_store_integrity(self.path, writable=not read_only)  # before Chroma could rewrite anything
             self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
         except StoreError:
             self.close()

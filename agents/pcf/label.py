@@ -170,12 +170,21 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
             delimiter = "\t" if suffix in (".tsv", ".text") or "\t" in first else ","
             reader = csv.DictReader(handle, delimiter=delimiter)
             _check_columns(path, reader.fieldnames or [])
-            for record in reader:
+            for record in _csv_records(reader):
+                if isinstance(record, Reject):
+                    yield record.line, record
+                    continue
                 cells = [v for k, v in record.items() if k is not None] + list(record.get(None) or [])
                 row_text = delimiter.join(str(cell) for cell in cells if cell is not None)
                 bad_bytes = _encoding_reject(reader.line_num, row_text)
                 if bad_bytes is not None:
                     yield reader.line_num, bad_bytes
+                    continue
+                swallowed = _swallowed_rows(cells, delimiter, len(reader.fieldnames or []))
+                if swallowed:
+                    first = reader.line_num - swallowed
+                    error = f"lines {first}-{reader.line_num} were read as one row: an unclosed quote on line {first}?"
+                    yield first, Reject(first, "(row)", error, row_text[:300])
                     continue
                 if None in record:  # more cells than header columns
                     yield (
@@ -196,6 +205,23 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
             yield row_number, record
     else:
         raise PCFDataError(f"{path}: unsupported catalogue format {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
+
+
+def _csv_records(reader: csv.DictReader) -> Iterator[dict[str, Any] | Reject]:
+    """The reader's records; a row the csv module cannot parse (e.g. a field over its size limit) is a Reject."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Reject(reader.line_num, "(row)", f"unreadable CSV row ({exc})")
+
+
+def _swallowed_rows(cells: list[Any], delimiter: str, columns: int) -> int:
+    """How many whole rows a quoted cell holds (an unclosed quote reads the following rows into one cell)."""
+    lines = [line for cell in cells if isinstance(cell, str) and "\n" in cell for line in cell.split("\n")[1:]]
+    return sum(1 for line in lines if columns > 1 and line.count(delimiter) >= columns - 1)
 
 
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
@@ -256,7 +282,14 @@ def read_labels(path: str | Path, repair: bool = False) -> dict[str, dict[str, A
                 handle.flush()
                 os.fsync(handle.fileno())
     labels: dict[str, dict[str, Any]] = {}
-    for line_number, line in enumerate(io.StringIO(data[:complete].decode("utf-8")), start=1):
+    try:
+        text = data[:complete].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PCFDataError(
+            f"{path}:{line}: not a label line (not valid UTF-8); move the file aside to start over"
+        ) from None
+    for line_number, line in enumerate(io.StringIO(text), start=1):
         if not line.strip():
             continue
         try:
