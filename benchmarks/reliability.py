@@ -81,10 +81,10 @@ def write_catalogue(path: Path, n: int, seed: int = 0) -> list[str]:
     return ids
 
 
-def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1500, per_round: int = 5) -> dict:
+def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1000, per_round: int = 10) -> dict:
     """kill -9 the labelling job at random moments, rerun to completion; labels must equal an uninterrupted run."""
     from agents.pcf.label import HashingEmbedder, run_label_job
-    from retrieval import VectorStore
+    from retrieval import StoreError, VectorStore
 
     started = time.perf_counter()
     catalog = workdir / "catalog.jsonl"
@@ -101,13 +101,21 @@ def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1500
         out, store_dir = workdir / f"labels-{round_number}.jsonl", workdir / f"store-{round_number}"
         command = [sys.executable, "-m", "agents.pcf", "label", "--catalog", str(catalog), "--out", str(out), "--store",
                    str(store_dir), "--embedder", "hashing", "--batch-size", "4", "--no-progress"]  # fmt: skip
-        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, 9.0), rng)
+        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, 6.0), rng)
         final = subprocess.run(command, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         row["tracebacks"] += _tracebacks(stderr + final.stderr)
+        if final.returncode != 0:
+            row.setdefault("problems", []).append(
+                f"round {round_number}: exit {final.returncode}: {final.stderr[-300:]!r}"[:400]
+            )
         lines = out.read_text().splitlines() if out.exists() else []
         counts = Counter(json.loads(line)["item_id"] for line in lines)
-        with VectorStore(path=store_dir, read_only=True) as store:
-            stored = store.count("pcf_labels")
+        try:
+            with VectorStore(path=store_dir, read_only=True) as store:
+                stored = store.count("pcf_labels")
+        except StoreError as exc:
+            stored = 0
+            row.setdefault("problems", []).append(f"round {round_number}: {exc}")
         lost = len(set(ids) - set(counts)) + max(0, len(ids) - stored)
         duplicated = sum(c - 1 for c in counts.values())
         same = sorted(lines) == expected
@@ -125,12 +133,12 @@ def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1500
 # ---------------------------------------------------------------------------------------- kill -9: camroll ingest
 
 
-def ingest_kills(workdir: Path, kills: int, rng: random.Random, users: int = 6, per_round: int = 5) -> dict:
+def ingest_kills(workdir: Path, kills: int, rng: random.Random, users: int = 6, per_round: int = 10) -> dict:
     """kill -9 ``camroll ingest --all-users`` at random moments, rerun; the store must equal an uninterrupted one."""
     from agents.camroll.demo_data import make_demo_roll
     from agents.camroll.memory import CamrollMemory, NoVisual
     from agents.pcf.label import HashingEmbedder
-    from retrieval import VectorStore
+    from retrieval import StoreError, VectorStore
 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -155,10 +163,18 @@ def ingest_kills(workdir: Path, kills: int, rng: random.Random, users: int = 6, 
         command = [sys.executable, "-m", "agents.camroll", "ingest", "--all-users", "--data", str(roll), "--store",
                    str(store_dir), "--embedder", "hashing", "--visual", "none", "--cache-dir", str(workdir / "cache"),
                    "--quiet"]  # fmt: skip
-        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, 7.0), rng)
+        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, 6.0), rng)
         final = subprocess.run(command, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         row["tracebacks"] += _tracebacks(stderr + final.stderr)
-        found = snapshot(store_dir, read_only=True) if final.returncode == 0 else {}
+        try:
+            found = snapshot(store_dir, read_only=True) if final.returncode == 0 else {}
+        except StoreError as exc:
+            found = {}
+            row.setdefault("problems", []).append(f"round {round_number}: {exc}")
+        if final.returncode != 0:
+            row.setdefault("problems", []).append(
+                f"round {round_number}: exit {final.returncode}: {final.stderr[-300:]!r}"[:400]
+            )
         lost = sum(1 for key, digest in expected.items() if found.get(key) != digest)
         extra = len(set(found) - set(expected))
         row["faults_injected"] += done

@@ -45,15 +45,19 @@ def _damaged(path: Path, what: str) -> StoreDamagedError:
     return StoreDamagedError(f"{path}: cannot open the Chroma store, it is damaged: {what}; {REBUILD_HINT}")
 
 
-def check_sqlite(db_path: Path, writable: bool = False) -> list[tuple[str, str]]:
+def check_sqlite(db_path: Path, writable: bool = False, unfinished_ok: bool = False) -> list[tuple[str, str]]:
     """Check ``chroma.sqlite3``; returns its (segment id, segment type) rows; raises StoreDamagedError.
 
     Read-only, except that a writer (``writable``, holding the store's lock, so no other writer lives) lets
     SQLite roll back a hot journal left by a killed writer: SQLite's own crash recovery, which restores the last
-    committed state and is what Chroma would do on open anyway.
+    committed state and is what Chroma would do on open anyway. ``unfinished_ok``: an empty file or missing
+    tables are a creation that a kill interrupted (nothing else was ever written), which the writer lets Chroma
+    finish.
     """
     size = db_path.stat().st_size
     if size == 0:
+        if unfinished_ok:
+            return []
         raise _damaged(db_path, "the file is empty (0 bytes)")
     with db_path.open("rb") as handle:
         magic = handle.read(len(SQLITE_MAGIC))
@@ -75,6 +79,8 @@ def check_sqlite(db_path: Path, writable: bool = False) -> list[tuple[str, str]]
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         missing = [table for table in REQUIRED_TABLES if table not in tables]
         if missing:
+            if unfinished_ok:
+                return []
             raise _damaged(db_path, f"Chroma's tables {', '.join(missing)} are missing")
         return [(str(r[0]), str(r[1])) for r in connection.execute("SELECT id, type FROM segments")]
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed", ...
@@ -158,7 +164,9 @@ def check_store_integrity(path: str | Path, writable: bool = False) -> None:
     db_path = path / CHROMA_DB_FILE
     if not db_path.is_file():
         return  # a new or empty directory: nothing to check
-    segments = check_sqlite(db_path, writable)
+    # Only the SQLite file and no segment folder: a store whose creation may have been killed half way.
+    fresh = not any(entry.is_dir() for entry in path.iterdir())
+    segments = check_sqlite(db_path, writable, unfinished_ok=writable and fresh)
     for attempt in range(SEGMENT_ATTEMPTS):
         try:
             for segment_id, segment_type in segments:

@@ -108,3 +108,22 @@ def test_stats_in_process_on_an_empty_sqlite(healthy_store: Path, tmp_path: Path
     assert main(["stats", "--path", str(path)]) == 1
     assert "the file is empty (0 bytes)" in capsys.readouterr().err
     assert (path / "chroma.sqlite3").stat().st_size == 0
+
+
+def test_a_creation_killed_half_way_is_finished_by_the_next_writer(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "store"
+    path.mkdir()
+    connection = sqlite3.connect(path / "chroma.sqlite3")  # a valid database without Chroma's tables yet
+    connection.execute("CREATE TABLE t (x)")
+    connection.execute("DROP TABLE t")
+    connection.commit()
+    connection.close()
+    with pytest.raises(StoreError):  # a reader cannot finish it
+        VectorStore(path=path, read_only=True)
+    with VectorStore(path=path) as store:  # only the SQLite file, no segment: the writer lets Chroma create it
+        store.collection("things", dim=2)
+        store.upsert("things", ["a"], embeddings=[[0.1, 0.2]])
+    with VectorStore(path=path, read_only=True) as store:
+        assert store.count("things") == 1
