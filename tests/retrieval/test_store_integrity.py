@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.reliability import build_store
 from retrieval import StoreError, VectorStore
 from retrieval.integrity import StoreDamagedError, check_store_integrity
 from retrieval.store import main
@@ -24,13 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def healthy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with one collection flushed to an HNSW segment (1,100 vectors) and one small collection."""
     path = tmp_path_factory.mktemp("healthy") / "store"
-    rng = np.random.default_rng(0)
-    with VectorStore(path=path) as store:
-        store.collection("things", dim=8)
-        store.upsert("things", [f"t{i}" for i in range(1100)], embeddings=rng.random((1100, 8)))
-        store.collection("small", dim=4)
-        store.upsert("small", ["a", "b"], embeddings=rng.random((2, 4)))
-    (path / ".recagents.lock").unlink(missing_ok=True)
+    build_store(path)
     return path
 
 
