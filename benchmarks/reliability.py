@@ -81,7 +81,9 @@ def write_catalogue(path: Path, n: int, seed: int = 0) -> list[str]:
     return ids
 
 
-def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1000, per_round: int = 10) -> dict:
+def label_kills(
+    workdir: Path, kills: int, rng: random.Random, items: int = 1000, per_round: int = 10, delay: float = 6.0
+) -> dict:
     """kill -9 the labelling job at random moments, rerun to completion; labels must equal an uninterrupted run."""
     from agents.pcf.label import HashingEmbedder, run_label_job
     from retrieval import StoreError, VectorStore
@@ -101,7 +103,7 @@ def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1000
         out, store_dir = workdir / f"labels-{round_number}.jsonl", workdir / f"store-{round_number}"
         command = [sys.executable, "-m", "agents.pcf", "label", "--catalog", str(catalog), "--out", str(out), "--store",
                    str(store_dir), "--embedder", "hashing", "--batch-size", "4", "--no-progress"]  # fmt: skip
-        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, 6.0), rng)
+        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, delay), rng)
         final = subprocess.run(command, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         row["tracebacks"] += _tracebacks(stderr + final.stderr)
         if final.returncode != 0:
@@ -133,7 +135,15 @@ def label_kills(workdir: Path, kills: int, rng: random.Random, items: int = 1000
 # ---------------------------------------------------------------------------------------- kill -9: camroll ingest
 
 
-def ingest_kills(workdir: Path, kills: int, rng: random.Random, users: int = 6, per_round: int = 10) -> dict:
+def ingest_kills(
+    workdir: Path,
+    kills: int,
+    rng: random.Random,
+    users: int = 6,
+    per_round: int = 10,
+    delay: float = 6.0,
+    photos_per_user: int = 150,
+) -> dict:
     """kill -9 ``camroll ingest --all-users`` at random moments, rerun; the store must equal an uninterrupted one."""
     from agents.camroll.demo_data import make_demo_roll
     from agents.camroll.memory import CamrollMemory, NoVisual
@@ -143,7 +153,7 @@ def ingest_kills(workdir: Path, kills: int, rng: random.Random, users: int = 6, 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     roll = workdir / "roll"
-    make_demo_roll(roll, users=users, photos_per_user=150, questions_per_user=0, seed=0, progress=False)
+    make_demo_roll(roll, users=users, photos_per_user=photos_per_user, questions_per_user=0, seed=0, progress=False)
 
     def snapshot(path: Path, read_only: bool) -> dict[str, str]:
         with VectorStore(path=path, read_only=read_only) as store:
@@ -163,7 +173,7 @@ def ingest_kills(workdir: Path, kills: int, rng: random.Random, users: int = 6, 
         command = [sys.executable, "-m", "agents.camroll", "ingest", "--all-users", "--data", str(roll), "--store",
                    str(store_dir), "--embedder", "hashing", "--visual", "none", "--cache-dir", str(workdir / "cache"),
                    "--quiet"]  # fmt: skip
-        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, 6.0), rng)
+        done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, delay), rng)
         final = subprocess.run(command, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         row["tracebacks"] += _tracebacks(stderr + final.stderr)
         try:

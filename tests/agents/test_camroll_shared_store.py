@@ -33,6 +33,7 @@ def _agent_args(verb: str, roll: Path, tmp_path: Path, user: str) -> list[str]:
             "--quiet"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_open_chat_does_not_lock_out_ask_chat_or_ingest(roll: Path, tmp_path: Path, capsys) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     chat = subprocess.Popen([sys.executable, "-m", "agents.camroll", *_agent_args("chat", roll, tmp_path, "12")],

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agents.pcf.estimate import MatrixNeighbours, StoreNeighbours
 from agents.pcf.label import HashingEmbedder, read_catalogue, run_label_job
@@ -65,6 +66,7 @@ def test_store_neighbours_equal_brute_force_over_the_reference_catalogue(tmp_pat
     ]  # a query's neighbours do not depend on the batch it came in
 
 
+@pytest.mark.slow
 def test_two_clean_runs_and_a_resumed_run_give_identical_labels(tmp_path: Path) -> None:
     catalog = write_items(tmp_path / "items.jsonl", 300)
     first_part = tmp_path / "part.jsonl"

@@ -22,13 +22,13 @@ def _clean(row: dict) -> None:
 
 
 def test_kill_9_during_labelling_labels_each_item_exactly_once_as_an_uninterrupted_run(tmp_path: Path) -> None:
-    row = label_kills(tmp_path, kills=2, rng=random.Random(1), items=600, per_round=2)
+    row = label_kills(tmp_path, kills=2, rng=random.Random(1), items=300, per_round=2, delay=3.0)
     _clean(row)
     assert row["labels_differing_from_uninterrupted_run"] == 0
 
 
 def test_kill_9_during_camroll_ingest_leaves_the_store_as_an_uninterrupted_ingest(tmp_path: Path) -> None:
-    _clean(ingest_kills(tmp_path, kills=2, rng=random.Random(2), users=3, per_round=2))
+    _clean(ingest_kills(tmp_path, kills=2, rng=random.Random(2), users=2, per_round=2, delay=3.0, photos_per_user=60))
 
 
 def test_malformed_inputs_to_every_reader_are_named_or_read_never_a_traceback(tmp_path: Path) -> None:
@@ -44,6 +44,6 @@ def test_hostile_requests_to_the_server_get_clear_errors_and_it_keeps_serving() 
 
 
 def test_damaged_store_files_are_refused_in_one_line_and_left_as_they_were(tmp_path: Path) -> None:
-    row = store_damage(tmp_path, 6, random.Random(5))  # emptied, truncated, overwritten sqlite; hnsw files
-    _clean(row)
-    assert row["rewritten"] == 0 and row["rejected_clear"] >= 5, row
+    row = store_damage(tmp_path, 4, random.Random(5))  # sqlite emptied, truncated, overwritten, deleted (the
+    _clean(row)  # HNSW segment files: tests/retrieval/test_store_integrity.py, and the benchmark)
+    assert row["rewritten"] == 0 and row["rejected_clear"] >= 3, row

@@ -82,6 +82,7 @@ def test_damage_is_refused_on_every_open_and_nothing_is_rewritten(
     assert isinstance(raised.value, StoreError)
 
 
+@pytest.mark.slow
 def test_stats_cli_prints_one_line_and_exits_non_zero(healthy_store: Path, tmp_path: Path) -> None:
     path = tmp_path / "store"
     shutil.copytree(healthy_store, path)
