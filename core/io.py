@@ -52,6 +52,23 @@ class BadLine:
     text: str
 
 
+UNDECODABLE_PREFIX = "not valid UTF-8"
+
+
+def printable(text: str) -> str:
+    """``text`` read with ``surrogateescape``, its undecodable bytes spelled ``\\xNN`` (for messages and rejects)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def undecodable_reason(text: str) -> str | None:
+    """Why ``text`` (read with ``surrogateescape``) is not UTF-8, naming the first bad byte; None when it is."""
+    bad = next((i for i, char in enumerate(text) if "\udc80" <= char <= "\udcff"), None)
+    if bad is None:
+        return None
+    byte = ord(text[bad]) - 0xDC00
+    return f"{UNDECODABLE_PREFIX} (byte 0x{byte:02x} at character {bad + 1}); re-save the file as UTF-8"
+
+
 def iter_jsonl(
     path: str | Path,
     *,
@@ -69,10 +86,11 @@ def iter_jsonl(
     if torn_tail not in ("raise", "skip"):
         raise ValueError(f"torn_tail must be 'raise' or 'skip', got {torn_tail!r}")
     try:
-        text = path.read_text(encoding="utf-8")
+        # surrogateescape: a line with bytes that are not UTF-8 is one bad line, not a failed file
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise error(f"{path}: cannot read ({exc})") from None
     lines = text.split("\n")
     last = len(lines) if text.endswith("\n") else len(lines) - 1  # index of an unterminated last line, if any
@@ -80,6 +98,17 @@ def iter_jsonl(
         if not line.strip():
             continue
         number = index + 1
+        undecodable = undecodable_reason(line)
+        if undecodable is not None:
+            if torn_tail == "skip" and index == last:
+                logger.warning(
+                    "%s:%d: unterminated last line is not valid UTF-8 (a killed writer?); skipped", path, number
+                )
+                return
+            if not keep_bad:
+                raise error(f"{path}:{number}: {undecodable}")
+            yield number, BadLine(number, undecodable, printable(line)[:300])
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -381,9 +381,19 @@ class ChatModel(ABC):
     """One chat interface over local and remote models; ``usage`` counts the tokens spent."""
 
     name: str = "chat-model"
+    context_length: int | None = None  # tokens (prompt plus reply) the model attends to; None: unknown
+    max_time: float | None = None  # seconds one generate call may run (local models stop there); None: no limit
 
     def __init__(self) -> None:
         self.usage = TokenUsage()
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """The exact prompt length in tokens (chat template included); None where the model cannot tell."""
+        return None
+
+    def max_chars_per_token(self) -> int | None:
+        """The most characters one token can cover (a cheap bound before tokenising); None where unknown."""
+        return None
 
     @abstractmethod
     def generate(
@@ -451,6 +461,18 @@ class TransformersChatModel(ChatModel):
             self.model = load_adapter(self.model, adapter)
             self.name = f"{self.name}+{Path(adapter).name}"
         self.model.eval()
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None)
+        self._max_chars_per_token: int | None = None
+
+    def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """The exact prompt length in tokens, chat template included."""
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def max_chars_per_token(self) -> int:
+        """The longest vocabulary entry in characters: no token covers more characters of text than that."""
+        if self._max_chars_per_token is None:  # byte-level BPE spells one byte per character, so this bounds both
+            self._max_chars_per_token = max(len(token) for token in self.tokenizer.get_vocab())
+        return self._max_chars_per_token
 
     @property
     def device(self) -> torch.device:
@@ -505,6 +527,8 @@ class TransformersChatModel(ChatModel):
             options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if stop:
             options.update(stop_strings=list(stop), tokenizer=tokenizer)
+        if self.max_time is not None:
+            options["max_time"] = self.max_time
         output = self.model.generate(**batch, **options)
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         eos_ids = options["eos_token_id"]

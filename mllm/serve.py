@@ -10,7 +10,11 @@ OpenAI client talks to it. Endpoints: ``GET /v1/models``, ``GET /v1/models/NAME`
 streaming, ``n`` = 1) and ``GET /health``. Bad requests get HTTP 400 with an OpenAI-style error naming the
 field; with ``--api-key`` every ``/v1`` request needs ``Authorization: Bearer KEY`` (401 otherwise).
 
-One model serves one request at a time (a lock around generation); requests queue on it. In Python::
+One model serves one request at a time (a lock around generation); requests queue on it. Limits: a prompt
+longer than the model's context (8,192 tokens for SmolLM2) gets 400 naming the limit (a character bound refuses
+huge prompts before any tokenisation; the exact count follows); at most ``--max-queue`` requests wait for the
+model (503 beyond); a request may take ``--request-timeout`` seconds, waiting and generating (503 when the wait
+alone runs out; generation stops at the deadline with ``finish_reason`` "length"). In Python::
 
     with ChatServer(chat_model, port=0) as server:   # port 0: an ephemeral port
         client = OpenAIChatModel(server.url, model=server.name)
@@ -43,6 +47,8 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_NEW_TOKENS_LIMIT = 2048
 MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_QUEUE = 8
+DEFAULT_REQUEST_TIMEOUT = 300.0
 DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
 
 
@@ -188,9 +194,21 @@ class ChatServer:
         name: str | None = None,
         api_key: str | None = None,
         max_new_tokens_limit: int = DEFAULT_MAX_NEW_TOKENS_LIMIT,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        context_length: int | None = None,
     ) -> None:
         if max_new_tokens_limit < 1:
             raise ValueError(f"max_new_tokens_limit must be >= 1, got {max_new_tokens_limit}")
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {max_queue}")
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0 seconds, got {request_timeout}")
+        self.max_queue, self.request_timeout = max_queue, float(request_timeout)
+        self.context_length = context_length or chat_model.context_length
+        if self.context_length is not None and self.context_length < 2:
+            raise ValueError(f"context_length must be >= 2 tokens, got {self.context_length}")
+        self._slots = threading.BoundedSemaphore(max_queue + 1)  # the request generating plus those waiting
         self.chat_model = chat_model
         self.name = name or str(getattr(chat_model, "name", "chat-model"))
         self.api_key = api_key or None
@@ -260,16 +278,44 @@ class ChatServer:
     def chat_completion(self, body: Any) -> dict[str, Any]:
         """``POST /v1/chat/completions``: validate, generate (under the lock), and answer in OpenAI's shape."""
         request = parse_chat_request(body, self.name, self.max_new_tokens_limit)
+        self.check_prompt_characters(request["messages"])  # before queueing and before any tokenisation
         usage = getattr(self.chat_model, "usage", None) or TokenUsage()  # a model that counts nothing reports 0
-        with self.generate_lock:
-            prompt_before, completion_before = usage.total_prompt_tokens, usage.total_completion_tokens
+        if not self._slots.acquire(blocking=False):
+            raise RequestError(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server busy: {self.max_queue} requests already wait for the model (--max-queue); retry later",
+                None,
+                error_type="server_error",
+                code="server_busy",
+            )
+        try:
+            deadline = time.monotonic() + self.request_timeout
+            if not self.generate_lock.acquire(timeout=self.request_timeout):
+                raise RequestError(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"timed out after {self.request_timeout:g} s waiting for the model (--request-timeout)",
+                    None,
+                    error_type="server_error",
+                    code="timeout",
+                )
             try:
-                content = self.chat_model.generate(**request)
-            except ChatModelError as err:  # the model refused the input (e.g. a bad conversation)
-                raise _bad(str(err), None) from err
-            prompt_tokens = usage.total_prompt_tokens - prompt_before
-            completion_tokens = usage.total_completion_tokens - completion_before
-            self.requests_served += 1
+                request["max_new_tokens"] = self.fit_context(request["messages"], request["max_new_tokens"])
+                prompt_before, completion_before = usage.total_prompt_tokens, usage.total_completion_tokens
+                max_time_before = self.chat_model.max_time
+                self.chat_model.max_time = max(deadline - time.monotonic(), 0.01)  # the rest of the request's time
+                try:
+                    content = self.chat_model.generate(**request)
+                except ChatModelError as err:  # the model refused the input (e.g. a bad conversation)
+                    raise _bad(str(err), None) from err
+                finally:
+                    self.chat_model.max_time = max_time_before
+                prompt_tokens = usage.total_prompt_tokens - prompt_before
+                completion_tokens = usage.total_completion_tokens - completion_before
+                self.requests_served += 1
+            finally:
+                self.generate_lock.release()
+        finally:
+            self._slots.release()
         # A reply that used its whole token budget was cut by the limit (OpenAI's "length").
         finish_reason = "length" if completion_tokens >= request["max_new_tokens"] else "stop"
         return {
@@ -286,6 +332,35 @@ class ChatServer:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+    def _too_long(self, what: str) -> RequestError:
+        return RequestError(
+            HTTPStatus.BAD_REQUEST,
+            f"the prompt is too long: {what}; this model's context is {self.context_length} tokens "
+            "(prompt plus reply); shorten the messages",
+            "messages",
+            code="context_length_exceeded",
+        )
+
+    def check_prompt_characters(self, messages: list[dict[str, str]]) -> None:
+        """Refuse (400) a prompt that cannot fit the context by its character count alone: no tokenising."""
+        per_token = self.chat_model.max_chars_per_token() if self.context_length else None
+        if not per_token:
+            return
+        characters = sum(len(message["content"]) for message in messages)
+        if characters > self.context_length * per_token:  # no token covers more than per_token characters
+            raise self._too_long(f"{characters} characters cannot fit in {self.context_length} tokens")
+
+    def fit_context(self, messages: list[dict[str, str]], max_new_tokens: int) -> int:
+        """Refuse (400) a prompt of ``context_length`` tokens or more; lower ``max_new_tokens`` to what is left."""
+        if not self.context_length:
+            return max_new_tokens
+        prompt_tokens = self.chat_model.count_prompt_tokens(messages)
+        if prompt_tokens is None:
+            return max_new_tokens
+        if prompt_tokens >= self.context_length:
+            raise self._too_long(f"{prompt_tokens} tokens")
+        return min(max_new_tokens, self.context_length - prompt_tokens)
 
     def check_key(self, authorization: str | None) -> None:
         """Raise 401 unless an API key is unset or ``Authorization: Bearer KEY`` matches it."""
@@ -326,6 +401,8 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             if status == HTTPStatus.UNAUTHORIZED:
                 self.send_header("WWW-Authenticate", "Bearer")
+            if status == HTTPStatus.SERVICE_UNAVAILABLE:
+                self.send_header("Retry-After", "1")
             self.end_headers()
             self.wfile.write(body)
 
@@ -459,6 +536,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on the new tokens of one reply; larger max_tokens are lowered to it "
         f"(default {DEFAULT_MAX_NEW_TOKENS_LIMIT})",
     )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        help=f"requests that may wait for the model; more get 503 (default {DEFAULT_MAX_QUEUE})",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="seconds one request may take, waiting and generating; generation stops there "
+        f"(default {DEFAULT_REQUEST_TIMEOUT:g})",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
     parser.add_argument("--allow-download", action="store_true", help="allow fetching a hub model")
     add_verbosity_args(parser)
@@ -474,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     transformers_logging.disable_progress_bar()
     if args.max_new_tokens_limit < 1:
         print(f"error: --max-new-tokens-limit must be >= 1, got {args.max_new_tokens_limit}", file=sys.stderr)
+        return 2
+    if args.max_queue < 0 or not args.request_timeout > 0:
+        print("error: --max-queue must be >= 0 and --request-timeout > 0 seconds", file=sys.stderr)
         return 2
     spec = args.model if args.model is not None else (None if args.adapter else DEFAULT_MODEL)
     if spec is not None and str(spec).startswith(("http://", "https://")):
@@ -491,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name or default_served_name(spec, args.adapter),
             api_key=args.api_key,
             max_new_tokens_limit=args.max_new_tokens_limit,
+            max_queue=args.max_queue,
+            request_timeout=args.request_timeout,
         )
     except (MllmError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -40,7 +40,17 @@ from core.io import atomic_write_text
 from core.provenance import environment
 from evals.ranking import evaluate_full_ranking
 from recsys.checkpoint import load_optimizer_state, save_optimizer_state
-from recsys.config import ConfigError, build_config, load_yaml, parse_overrides, split_overrides
+from recsys.config import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    ConfigError,
+    build_config,
+    load_yaml,
+    parse_overrides,
+    split_overrides,
+    validate_fields,
+)
 from recsys.models import Recommender, build_model, get_model_class
 from recsys.sampling import (
     EpochSeededBatchSampler,
@@ -100,6 +110,9 @@ class TrainConfig:
     # batches; the default is "batch"
     target_weighting: str = "batch"
 
+    def __post_init__(self) -> None:
+        validate_fields(self, TRAIN_CONFIG_RANGES)
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -115,12 +128,44 @@ class DataConfig:
     min_rating: float | None = None  # keep only ratings >= this before k-core (RecBole ML-1M benchmarks: 3)
     bad_rows: str = "error"  # CTR files: "error" stops at malformed rows (reported by line), "skip" drops them
 
+    def __post_init__(self) -> None:
+        validate_fields(self, DATA_CONFIG_RANGES)
+
 
 TARGET_WEIGHTINGS = ("batch", "global")  # TrainConfig.target_weighting
 EVAL_MASKS = {  # TrainConfig.eval_mask: what each leaves out of the ranking
     "history": "train and valid items masked",
     "input": "only the items of the model's input window masked",
     "none": "nothing masked",
+}
+TRAIN_CONFIG_RANGES: dict[str, Any] = {  # checked when a TrainConfig is made: one line naming the field
+    "epochs": AT_LEAST_ONE,
+    "batch_size": AT_LEAST_ONE,
+    "lr": POSITIVE,
+    "weight_decay": NON_NEGATIVE,
+    "optimizer": ("adam", "adamw", "sgd", "adagrad"),
+    "grad_clip": NON_NEGATIVE,
+    "patience": NON_NEGATIVE,
+    "eval_every": AT_LEAST_ONE,
+    "ks": AT_LEAST_ONE,
+    "eval_batch_size": AT_LEAST_ONE,
+    "seed": NON_NEGATIVE,
+    "mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "num_workers": NON_NEGATIVE,
+    "max_steps_per_epoch": NON_NEGATIVE,
+    "curve_every": NON_NEGATIVE,
+    "max_minutes": NON_NEGATIVE,
+    "check_every": AT_LEAST_ONE,
+    "sampling": ("loader", "device"),
+    "eval_mask": tuple(EVAL_MASKS),
+    "length_buckets": NON_NEGATIVE,
+    "target_weighting": TARGET_WEIGHTINGS,
+}
+DATA_CONFIG_RANGES: dict[str, Any] = {
+    "split_seed": NON_NEGATIVE,
+    "user_core": NON_NEGATIVE,
+    "item_core": NON_NEGATIVE,
+    "bad_rows": ("error", "skip"),
 }
 
 
@@ -785,6 +830,7 @@ def train_from_args(argv: list[str] | None = None) -> dict[str, Any]:
     train_values, data_values, model_values = split_overrides(values, TrainConfig, DataConfig, model_cls.Config)
     train_config = build_config(TrainConfig, {**model_cls.train_defaults, **train_values})
     data_config = build_config(DataConfig, data_values)
+    build_config(model_cls.Config, model_values)  # checked now, before any data is read
     if args.resume and not args.out:
         parser.error("--resume needs --out (the folder of the run to continue)")
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from retrieval.embed import Embedder, ImageInput, embedder_from_name
 from retrieval.errors import RetrievalError, StoreError
+from retrieval.integrity import check_store_integrity
 
 # Chroma's product telemetry must never phone home: off in Settings below, and for any client or
 # server process started from here (Chroma reads this variable too).
@@ -224,10 +225,19 @@ class VectorStore:
             _acquire_writer_lock(self.path, lock_timeout)
             self._holds_lock = True
         try:
+            check_store_integrity(self.path, writable=not read_only)  # before Chroma could rewrite anything
             self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
+        except StoreError:
+            self.close()
+            raise
         except Exception as exc:  # a corrupt sqlite file, a newer schema, permissions, ...
             self.close()
             raise StoreError(f"{self.path}: cannot open the Chroma store ({exc})") from exc
+        except BaseException as exc:  # a Rust panic inside Chroma (pyo3's PanicException is a BaseException)
+            self.close()
+            if not _is_panic(exc):
+                raise
+            raise StoreError(f"{self.path}: cannot open the Chroma store (Chroma panicked: {exc})") from None
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -269,6 +279,11 @@ class VectorStore:
         except Exception as exc:  # chroma raises ValueError, ChromaError subclasses, httpx errors
             where = f"collection {name!r} in {self.location}" if name else self.location
             raise StoreError(f"{operation} on {where} failed: {exc}") from exc
+        except BaseException as exc:  # a Rust panic inside Chroma: a damaged segment file, never a traceback
+            if not _is_panic(exc):
+                raise
+            where = f"collection {name!r} in {self.location}" if name else self.location
+            raise StoreError(f"{operation} on {where} failed: Chroma panicked ({exc}); is the store damaged?") from None
 
     def _require_writable(self) -> None:
         if self.read_only:
@@ -646,6 +661,11 @@ class VectorStore:
 
 
 # ---------------------------------------------------------------------------------- validation
+
+
+def _is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic surfaced by pyo3 (``pyo3_runtime.PanicException``)."""
+    return type(exc).__name__ == "PanicException"
 
 
 def _check_collection_name(name: str) -> None:

@@ -63,15 +63,34 @@ def _ingest(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def reader_session(args: argparse.Namespace, user: str) -> Session:
+    """A read-only session whose memory of ``user`` is current; the writer lock is held only while ingesting."""
+    from retrieval.errors import StoreError
+
+    reader: Session | None = None
+    try:
+        reader = Session(args, read_only=True)
+        if not reader.memory.needs_ingest(user, progress=not args.quiet):
+            return reader
+        reader.close()
+    except StoreError as exc:  # no store or no collection yet (a damaged store is refused again below)
+        logger.debug("read-only open failed (%s); ingesting first", exc)
+    writer = Session(args, reuse=reader)
+    try:
+        writer.memory.ingest(user, progress=not args.quiet)  # incremental: only changed nodes are written
+    finally:
+        writer.close()  # releases the writer lock before the conversation starts
+    return Session(args, read_only=True, reuse=writer)
+
+
 def _with_agent(args: argparse.Namespace, body: Any) -> Any:
     from agents.camroll.data import check_user_id
     from agents.camroll.graph import build_graph, prune_thread, sqlite_checkpointer, thread_key
     from agents.camroll.tools import CamrollTools
 
     user = check_user_id(args.user)
-    session = Session(args)
+    session = reader_session(args, user)
     try:
-        session.memory.ingest(user, progress=not args.quiet)  # incremental: only changed nodes are written
         tools = CamrollTools(session.memory, user)
         answerer = make_answerer(args.agent, args.model, user)
         with sqlite_checkpointer(_threads_db(args)) as saver:

@@ -599,10 +599,13 @@ class CamrollMemory:
         """A photo's file inside the user's folder (refusing any path that leaves it)."""
         return resolve_inside(self.user_folder(user), file)
 
-    def _labels(self, user: str, photos: list[PhotoRecord], progress: bool) -> tuple[dict[str, list[str]], int]:
-        """Visual labels per photo id, from the cache where the file is unchanged; (labels, newly labelled)."""
+    def _labels(self, user: str, photos: list[PhotoRecord], progress: bool) -> tuple[dict[str, list[str]], int, int]:
+        """Visual labels per photo id, from the cache where the file is unchanged.
+
+        Returns (labels, photos labelled now, photos tried now that got no label: unreadable or unrecognised).
+        """
         if isinstance(self.visual, NoVisual):
-            return {}, 0
+            return {}, 0, 0
         folder = self.user_folder(user).resolve()
         digest = hashlib.sha1(str(folder).encode()).hexdigest()[:12]
         cache = VisualCache(self.cache_dir / "visual" / self.visual.name / f"user{user}-{digest}.jsonl")
@@ -625,16 +628,15 @@ class CamrollMemory:
                 for (photo, _, _), found in zip(chunk, described, strict=True):
                     labels[photo.photo_id] = found
                 bar.update(len(chunk))
-        return labels, len(todo)
+        labelled = sum(1 for photo, _, _ in todo if labels.get(photo.photo_id))
+        return labels, labelled, len(todo) - labelled
 
-    def ingest(self, user: str | int, progress: bool = True) -> dict[str, Any]:
-        """Bring one user's memory up to date with the photos on disk; returns what changed per level."""
-        user = check_user_id(user)
-        started = time.perf_counter()
+    def _plan(self, user: str, progress: bool) -> tuple[list[PhotoRecord], list[Any], list[Any], list[str], int, int]:
+        """(photos, nodes, changed, stale ids, photos labelled now, tried but unlabelled): what an ingest writes."""
         folder = self.user_folder(user)
         photos = read_photos(folder)
         places = read_places(folder)
-        labels, labelled = self._labels(user, photos, progress)
+        labels, labelled, unlabelled = self._labels(user, photos, progress)
         nodes = build_nodes(user, photos, labels, places)
         stored = {
             item["id"]: (item["metadata"] or {}).get("content_hash")
@@ -643,6 +645,18 @@ class CamrollMemory:
         changed = [n for n in nodes if stored.get(n.id) != n.content_hash()]
         current = {n.id for n in nodes}
         stale = [node for node in stored if node not in current]
+        return photos, nodes, changed, stale, labelled, unlabelled
+
+    def needs_ingest(self, user: str | int, progress: bool = False) -> bool:
+        """Whether the store's memory of ``user`` differs from the photos on disk (reads only)."""
+        _photos, _nodes, changed, stale, _labelled, _unlabelled = self._plan(check_user_id(user), progress)
+        return bool(changed or stale)
+
+    def ingest(self, user: str | int, progress: bool = True) -> dict[str, Any]:
+        """Bring one user's memory up to date with the photos on disk; returns what changed per level."""
+        user = check_user_id(user)
+        started = time.perf_counter()
+        photos, nodes, changed, stale, labelled, unlabelled = self._plan(user, progress)
         if stale:
             self.store.delete(self.collection, ids=stale)
         # Lowest level first, so a kill leaves at worst missing parents, which the next run adds.
@@ -667,8 +681,9 @@ class CamrollMemory:
             "deleted": len(stale),
             "unchanged": len(nodes) - len(changed),
             "visual_backend": self.visual.name,
-            "visual_labelled": labelled,
-            "visual_cached": len(photos) - labelled if not isinstance(self.visual, NoVisual) else 0,
+            "visual_labelled": labelled,  # photos that got labels now (not those it failed to read or recognise)
+            "visual_unlabelled": unlabelled,
+            "visual_cached": len(photos) - labelled - unlabelled if not isinstance(self.visual, NoVisual) else 0,
             "seconds": round(seconds, 3),
             "photos_per_second": round(len(photos) / seconds, 1) if seconds > 0 else None,
         }

@@ -37,13 +37,13 @@ def ensure_data(data: str | None, progress: bool = True) -> Path:
     return path
 
 
-def open_store(spec: str | None) -> Any:
+def open_store(spec: str | None, read_only: bool = False) -> Any:
     """A VectorStore on a local directory (default: the shared store) or a Chroma server URL."""
     from retrieval import VectorStore
 
     if spec and spec.startswith(("http://", "https://")):
-        return VectorStore(url=spec)
-    return VectorStore(path=spec)
+        return VectorStore(url=spec, read_only=read_only)
+    return VectorStore(path=spec, read_only=read_only)
 
 
 def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
@@ -64,22 +64,29 @@ def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
 
 
 class Session:
-    """Data, store, memory and checkpointer opened together for one command."""
+    """Data, store, memory and checkpointer opened together for one command.
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    ``read_only``: the store is opened without its writer lock, so any number of readers share it (``ask`` and
+    ``chat`` read; they take the lock only for the moment an ingest writes). ``reuse``: an earlier session whose
+    embedder and visual backend are reused rather than loaded again.
+    """
+
+    def __init__(self, args: argparse.Namespace, read_only: bool = False, reuse: Session | None = None) -> None:
         from agents.camroll.memory import CamrollMemory, default_cache_dir, make_visual
         from retrieval.embed import make_text_embedder
 
         self.args = args
-        self.data = ensure_data(args.data, progress=not args.quiet)
-        self.store = open_store(args.store)
-        self.memory = CamrollMemory(
-            self.store,
-            self.data,
-            embedder=make_text_embedder(args.embedder),
-            visual=make_visual(args.visual),
-            cache_dir=args.cache_dir or default_cache_dir(),
-        )
+        self.data = reuse.data if reuse is not None else ensure_data(args.data, progress=not args.quiet)
+        embedder = reuse.memory.embedder if reuse is not None else make_text_embedder(args.embedder)
+        visual = reuse.memory.visual if reuse is not None else make_visual(args.visual)
+        self.store = open_store(args.store, read_only=read_only)
+        try:
+            self.memory = CamrollMemory(
+                self.store, self.data, embedder=embedder, visual=visual, cache_dir=args.cache_dir or default_cache_dir()
+            )
+        except BaseException:
+            self.store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()

@@ -365,22 +365,38 @@ class MatrixNeighbours:
 
 
 class StoreNeighbours:
-    """Cosine search in the shared store's reference collection (the labelling job)."""
+    """Exact cosine search over the shared store's reference collection (the labelling job).
+
+    The store's HNSW index is approximate: it missed true neighbours, so two identical runs gave different
+    labels. A reference catalogue holds a few thousand rows, so its embeddings are read once and searched by
+    brute force, one query at a time (a query's neighbours do not depend on its batch); ties go to the smaller id.
+    """
 
     def __init__(self, store: Any, collection: str = REFERENCE_COLLECTION) -> None:
         self.store = store
         self.collection = collection
+        self._exact: MatrixNeighbours | None = None
+
+    def _matrix(self) -> MatrixNeighbours:
+        """The reference products and their stored embeddings, sorted by id (read on first use)."""
+        if self._exact is None:
+            from agents.pcf.reference import product_from_metadata
+
+            rows = sorted(self.store.get(self.collection, include_embeddings=True), key=lambda row: row["id"])
+            if not rows:
+                raise ValueError(f"reference collection {self.collection!r} is empty (index the references first)")
+            products = [product_from_metadata(r["id"], r["metadata"] or {}, r["document"] or "") for r in rows]
+            embeddings = np.stack([r["embedding"] for r in rows])
+            embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)  # cosine, as Chroma
+            self._exact = MatrixNeighbours(products, embeddings)
+        return self._exact
 
     def search(self, queries: np.ndarray, k: int = DEFAULT_K) -> list[list[Neighbour]]:
-        """Top-k reference neighbours per query embedding."""
-        from agents.pcf.reference import product_from_metadata
-
-        hits = self.store.query(self.collection, embeddings=np.asarray(queries, dtype=np.float32), k=k)
-        found = []
-        for row in hits:
-            products = [product_from_metadata(h["id"], h["metadata"] or {}, h["document"] or "") for h in row]
-            found.append([Neighbour(p, h["score"]) for p, h in zip(products, row, strict=True)])
-        return found
+        """Top-k reference neighbours per query embedding (exact; the same query always gets the same list)."""
+        matrix = self._matrix()
+        queries = np.asarray(queries, dtype=np.float32)
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        return [matrix.search(queries[row : row + 1], k=k)[0] for row in range(len(queries))]
 
 
 EmbedFn = Callable[[list[str]], np.ndarray]

@@ -5,7 +5,8 @@ start the file is read back: a torn last line (a kill in the middle of a write) 
 labelled are skipped. Each batch is first upserted into the store (idempotent by item id) and only then
 appended, so a kill at any moment leaves every item either labelled once or not at all, and a rerun finishes
 the rest. A file lock keeps a second process off the same output file. Malformed catalogue rows go to
-``<out>.rejects.jsonl`` with their line numbers.
+``<out>.rejects.jsonl`` with their line numbers, rows that are not valid UTF-8 among them (no fallback
+decoding: a wrong guess would label a garbled title; the job goes on with the other rows).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from agents.pcf.estimate import (
     TargetItem,
 )
 from agents.pcf.reference import REFERENCE_COLLECTION, SectorStats, index_references, load_carbon_catalogue
-from core.io import BadLine, atomic_write_text, iter_jsonl, untyped
+from core.io import UNDECODABLE_PREFIX, BadLine, atomic_write_text, iter_jsonl, printable, undecodable_reason, untyped
 
 logger = logging.getLogger(__name__)
 
@@ -125,25 +126,50 @@ def item_from_record(record: dict[str, Any], line: int, seen: dict[str, int]) ->
     )
 
 
+def _encoding_reject(line: int, text: str) -> Reject | None:
+    """A Reject when ``text`` (read with ``surrogateescape``) held bytes that are not UTF-8, else None."""
+    reason = undecodable_reason(text)
+    return None if reason is None else Reject(line, "(encoding)", reason, printable(text)[:300])
+
+
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     """(line number, record or Reject) for each row of a .jsonl, .csv/.tsv/.text or .parquet file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         for line_number, record in iter_jsonl(path, error=PCFDataError, keep_bad=True):
             if isinstance(record, BadLine):
-                yield line_number, Reject(line_number, "(line)", record.reason, record.text)
-            else:
-                yield line_number, record
+                field = "(encoding)" if record.reason.startswith(UNDECODABLE_PREFIX) else "(line)"
+                yield line_number, Reject(line_number, field, record.reason, record.text)
+                continue
+            yield line_number, record
     elif suffix in (".csv", ".tsv", ".text", ".txt"):
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
             first = handle.readline()
             handle.seek(0)
             delimiter = "\t" if suffix in (".tsv", ".text") or "\t" in first else ","
             reader = csv.DictReader(handle, delimiter=delimiter)
             _check_columns(path, reader.fieldnames or [])
-            for record in reader:
+            for record in _csv_records(reader):
+                if isinstance(record, Reject):
+                    yield record.line, record
+                    continue
+                cells = [v for k, v in record.items() if k is not None] + list(record.get(None) or [])
+                row_text = delimiter.join(str(cell) for cell in cells if cell is not None)
+                bad_bytes = _encoding_reject(reader.line_num, row_text)
+                if bad_bytes is not None:
+                    yield reader.line_num, bad_bytes
+                    continue
+                swallowed = _swallowed_rows(cells, delimiter, len(reader.fieldnames or []))
+                if swallowed:
+                    first = reader.line_num - swallowed
+                    error = f"lines {first}-{reader.line_num} were read as one row: an unclosed quote on line {first}?"
+                    yield first, Reject(first, "(row)", error, row_text[:300])
+                    continue
                 if None in record:  # more cells than header columns
-                    yield reader.line_num, Reject(reader.line_num, "(row)", "more cells than header columns")
+                    yield (
+                        reader.line_num,
+                        Reject(reader.line_num, "(row)", "more cells than header columns", row_text[:300]),
+                    )
                     continue
                 yield reader.line_num, record
     elif suffix == ".parquet":
@@ -160,11 +186,29 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
         raise PCFDataError(f"{path}: unsupported catalogue format {suffix!r} (use .jsonl, .csv, .tsv or .parquet)")
 
 
+def _csv_records(reader: csv.DictReader) -> Iterator[dict[str, Any] | Reject]:
+    """The reader's records; a row the csv module cannot parse (e.g. a field over its size limit) is a Reject."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Reject(reader.line_num, "(row)", f"unreadable CSV row ({exc})")
+
+
+def _swallowed_rows(cells: list[Any], delimiter: str, columns: int) -> int:
+    """How many whole rows a quoted cell holds (an unclosed quote reads the following rows into one cell)."""
+    lines = [line for cell in cells if isinstance(cell, str) and "\n" in cell for line in cell.split("\n")[1:]]
+    return sum(1 for line in lines if columns > 1 and line.count(delimiter) >= columns - 1)
+
+
 def _check_columns(path: Path, columns: Sequence[str]) -> None:
     lowered = {untyped(str(c).strip()).lower() for c in columns}
     for what, names in (("id", ID_FIELDS), ("title", TITLE_FIELDS)):
         if not lowered & set(names):
-            raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {list(columns)}")
+            shown = [printable(str(c)) for c in columns]
+            raise PCFDataError(f"{path}:1: no {what} column (one of {', '.join(names)}); columns: {shown}")
 
 
 def read_catalogue(path: str | Path) -> Catalogue:
@@ -217,7 +261,14 @@ def read_labels(path: str | Path, repair: bool = False) -> dict[str, dict[str, A
                 handle.flush()
                 os.fsync(handle.fileno())
     labels: dict[str, dict[str, Any]] = {}
-    for line_number, line in enumerate(io.StringIO(data[:complete].decode("utf-8")), start=1):
+    try:
+        text = data[:complete].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise PCFDataError(
+            f"{path}:{line}: not a label line (not valid UTF-8); move the file aside to start over"
+        ) from None
+    for line_number, line in enumerate(io.StringIO(text), start=1):
         if not line.strip():
             continue
         try:

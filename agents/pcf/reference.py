@@ -9,10 +9,11 @@ Evaluation folds split by group, never by row, or a held-out product finds its o
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,14 @@ def _positive_float(value: str, path: Path, line: int, column: str, required: bo
     return number
 
 
+def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict[str, Any]]:
+    """The reader's rows; a CSV syntax error (e.g. a field over the size limit) becomes PCFDataError with its line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise PCFDataError(f"{path}:{reader.line_num}: unreadable CSV row ({exc})") from None
+
+
 def load_carbon_catalogue(path: str | Path | None = None) -> list[ReferenceProduct]:
     """Products of the Carbon Catalogue's ``product_level.csv`` (a file or its folder), with group keys.
 
@@ -138,13 +147,20 @@ def load_carbon_catalogue(path: str | Path | None = None) -> list[ReferenceProdu
     if not path.is_file():
         raise PCFDataError(f"{path}: Carbon Catalogue file not found (expected product_level.csv)")
     rows: list[dict[str, Any]] = []
-    with path.open(newline="", encoding="utf-8") as handle:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        byte = raw[exc.start]
+        raise PCFDataError(f"{path}:{line}: not valid UTF-8 (byte 0x{byte:02x}); re-save it as UTF-8") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise PCFDataError(f"{path}:1: missing column(s) {missing}; found {reader.fieldnames}")
         seen: dict[str, int] = {}
-        for record in reader:
+        for record in _csv_rows(reader, path):
             line = reader.line_num  # physical line of the record's end (quoted fields may span lines)
             ref_id = (record[COL_ID] or "").strip()
             if not ref_id:

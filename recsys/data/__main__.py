@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from core.cli import add_verbosity_args, configure_from_args
+from recsys.data.checks import format_problems
 from recsys.data.dataset import DataError, InteractionDataset, Split
 from recsys.data.registry import detect_format, load_dataset, resolve_dataset
 from recsys.data.splits import PROTOCOLS, kcore_filter, make_split
@@ -51,6 +52,7 @@ def dataset_info(name_or_path: str, data_dir: str | None = None) -> dict[str, An
     out["read"] = dataset.read_report or {"interactions": dataset.n_interactions}
     out["source"] = str(path.resolve())
     out["format"] = detect_format(path)
+    out["format_problems"] = format_problems(dataset, path, out["format"])
     return out
 
 

@@ -67,6 +67,16 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
+def _check_utf8(path: Path, raw: bytes) -> None:
+    """DataError naming the line of the first byte that is not UTF-8."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        byte = raw[exc.start]
+        raise DataError(f"{path}: line {line}: not valid UTF-8 (byte 0x{byte:02x}); re-save it as UTF-8") from None
+
+
 def _scan_lines(raw: bytes, separator: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Per line: the number of ``separator`` bytes and whether the line is blank (vectorised)."""
     buf = np.frombuffer(raw, dtype=np.uint8)
@@ -98,6 +108,8 @@ def _read_delimited(
     ``separator`` "::" (MovieLens 1M) is read as ":" with empty columns in between.
     """
     raw = _read_bytes(path) if raw is None else raw
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
+        _check_utf8(path, raw)
     double = separator == "::"
     sep_byte = b":" if double else separator.encode()
     expected_seps = (len(fields) - 1) * (2 if double else 1)

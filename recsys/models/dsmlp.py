@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.ctr_layers import CTRModel, FeatureEmbedding, MLPBlock
 
@@ -117,6 +118,9 @@ class DSMLPConfig:
     kd_weight: float = 1.0
     teacher_epochs: int = 5
     distill_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("dsmlp")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.base import Recommender
 
@@ -21,6 +22,9 @@ class EASEConfig:
 
     l2: float = 500.0
     max_items: int = 30_000  # the n_items x n_items solve needs O(n_items^2) memory
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("ease")

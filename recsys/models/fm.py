@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.ctr_layers import CTRModel, FeatureEmbedding
 
@@ -25,6 +26,9 @@ class FMConfig:
 
     embedding_dim: int = 10
     embedding_regularizer: float = 1e-5
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("fm")

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.delta_rule import GatedDeltaLayer
 from recsys.models.sequential import PAD, SequentialRecommender
@@ -40,6 +41,9 @@ class GDNConfig:
     temperature: float = 1.0
     train_windows: str = "all"
     time_unit: float = 86400.0  # unused by GDN (SinkRec's temporal gates read it)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 class FeedForward(nn.Module):

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.sequential import PAD, SequentialRecommender
 
@@ -32,6 +33,9 @@ class GRU4RecConfig:
     temperature: float = 1.0
     train_windows: str = "all"
     time_unit: float = 86400.0  # unused; kept for a common sequence pipeline
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("gru4rec")

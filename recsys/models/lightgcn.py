@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.base import Recommender, bpr_loss, sum_of_squares
 from recsys.sampling import PairwiseDataset
@@ -24,6 +25,9 @@ class LightGCNConfig:
     reg_weight: float = 1e-4
     init_std: float = 0.1
     sample_by: str = "interaction"  # or "user": uniform user, then one of its positives (LightGCN reference code)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int) -> torch.Tensor:

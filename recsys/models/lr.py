@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.ctr_layers import CTRModel, FeatureEmbedding
 
@@ -16,6 +17,9 @@ class LRConfig:
     """Logistic regression: no embedding regularisation by default."""
 
     embedding_regularizer: float = 0.0
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("lr")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.base import Recommender, bpr_loss, sum_of_squares
 from recsys.sampling import PairwiseDataset
@@ -23,6 +24,9 @@ class BPRConfig:
     n_negatives: int = 1
     init_std: float = 0.1
     sample_by: str = "interaction"  # or "user": uniform user, then one of its positives (LightGCN reference code)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("bpr")

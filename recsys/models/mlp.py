@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.ctr_layers import CTRModel, FeatureEmbedding, MLPBlock
 
@@ -21,6 +22,9 @@ class MLPConfig:
     dropout: float = 0.2
     batch_norm: bool = True
     embedding_regularizer: float = 0.01
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("mlp")

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.base import Recommender
 from recsys.sampling import PointwiseDataset
@@ -28,6 +29,9 @@ class NeuMFConfig:
     pretrained_mlp: str | None = None  # checkpoint folder of a towers=mlp model
     pretrain_alpha: float = 0.5  # weight of the GMF part of the fused output layer (section 3.4.1)
     score_chunk_pairs: int = 1_000_000  # user-item pairs scored at once in full ranking
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 @register("neumf")

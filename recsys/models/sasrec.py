@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.sequential import PAD, SequentialRecommender
 
@@ -37,6 +38,9 @@ class SASRecConfig:
     temperature: float = 1.0
     train_windows: str = "all"  # all windows of each long sequence, or "last" (SASRec reference code)
     time_unit: float = 86400.0  # unused by SASRec; kept so every sequential model reads the same data
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 class SASRecBlock(nn.Module):

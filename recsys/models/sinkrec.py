@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.config import validate_fields
 from recsys.models import register
 from recsys.models.delta_rule import GatedDeltaLayer
 from recsys.models.gdn import FeedForward
@@ -99,6 +100,9 @@ class SinkRecConfig:
     temperature: float = 1.0
     train_windows: str = "all"
     time_unit: float = 86400.0  # seconds per unit of the time-gap feature log1p(gap / time_unit)
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 class ResidualVQ(nn.Module):

@@ -224,13 +224,13 @@ def test_incremental_ingest_touches_only_affected_nodes(roll: Path, tmp_path: Pa
         write_jsonl(folder / "photos.jsonl", (p.to_json() for p in kept))
         try:
             first = mem.ingest("13", progress=False)
-            assert first["visual_labelled"] == len(kept)
+            assert first["visual_labelled"] == 0 and first["visual_unlabelled"] == len(kept)  # {}: no labels
             write_jsonl(folder / "photos.jsonl", (p.to_json() for p in photos))  # the last day's photos arrive
             second = mem.ingest("13", progress=False)
         finally:
             write_jsonl(folder / "photos.jsonl", (p.to_json() for p in photos))
         new = len(photos) - len(kept)
-        assert second["visual_labelled"] == new and second["visual_cached"] == len(kept)
+        assert second["visual_unlabelled"] == new and second["visual_cached"] == len(kept)
         assert second["upserted"]["photo"] == new
         assert second["upserted"]["day"] == 1 and second["upserted"].get("event", 0) <= 3
         assert second["unchanged"] > 0.8 * sum(second["nodes"].values())

@@ -86,5 +86,15 @@ def test_missing_and_undecodable_files_are_named(tmp_path: Path) -> None:
         read_jsonl(tmp_path / "absent.jsonl")
     binary = tmp_path / "binary.jsonl"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(JsonlError, match=r"binary\.jsonl: cannot read"):
+    with pytest.raises(JsonlError, match=r"binary\.jsonl:1: not valid UTF-8 \(byte 0xff at character 1\)"):
         read_jsonl(binary)
+
+
+def test_an_undecodable_line_is_one_bad_line_and_the_others_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"b": "Caf\xe9"}\n{"c": 3}\n')
+    rows = list(iter_jsonl(path, keep_bad=True))
+    assert [n for n, _ in rows] == [1, 2, 3]
+    bad = rows[1][1]
+    assert isinstance(bad, BadLine) and bad.reason.startswith("not valid UTF-8") and "\\xe9" in bad.text
+    assert rows[0][1] == {"a": 1} and rows[2][1] == {"c": 3}

@@ -267,7 +267,8 @@ def test_camroll_ingest_with_vlm_captions_caches_them(
         memory = CamrollMemory(store, roll, embedder=HashingEmbedder(), visual=visual, cache_dir=tmp_path / "cache")
         with caplog.at_level(logging.WARNING, logger="agents.camroll.memory"):
             first = memory.ingest("1", progress=False)
-        assert first["visual_labelled"] == len(photos) and first["visual_backend"] == visual.name
+        assert first["visual_labelled"] == len(photos) - 1 and first["visual_backend"] == visual.name
+        assert first["visual_unlabelled"] == 1  # the broken photo: tried, not labelled (issue 27, point 7)
         assert sum(calls) == len(photos) - 1  # the broken photo is skipped, not sent to the model
         assert broken.file in caplog.text
         expected = visual.describe([roll / "user1" / p.file for p in photos])
