@@ -36,10 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS: dict[str, list[str]] = {
     "ml-100k": ["movielens/ml-100k", "ml-100k"],
     "ml-1m": ["movielens/ml-1m", "ml-1m"],
-    # GroupLens ratings.csv releases (not in ../shared/data: bring your own and pass --data-dir)
-    "ml-20m": ["movielens/ml-20m", "ml-20m"],
-    "ml-25m": ["movielens/ml-25m", "ml-25m"],
-    "ml-32m": ["movielens/ml-32m", "ml-32m"],
     "gowalla": ["lightgcn_gowalla", "gowalla"],
     "lastfm": ["lightgcn_lastfm", "lastfm"],
     # implicit sequences without timestamps (row order = time order): S3-Rec and SASRec Amazon files
