@@ -251,20 +251,21 @@ def list_metrics(
 def epsilon_greedy_lists(
     point_lists: np.ndarray, epsilon: float, tail_items: np.ndarray, masks: Sequence[np.ndarray], seed: int
 ) -> np.ndarray:
-    """Replace the last round(epsilon * K) slots of each list with random tail items (not masked, not listed)."""
+    """Each of a user's K slots turns random with probability epsilon: that many of the list's last slots get
+    random tail items (not masked, not already listed); the point list's top keeps its order."""
     n, k = point_lists.shape
-    n_random = round(epsilon * k)
     out = point_lists.copy()
-    if n_random == 0 or len(tail_items) == 0:
+    if epsilon <= 0 or len(tail_items) == 0:
         return out
     rng = np.random.default_rng(seed)
-    for row in range(n):
-        keep = out[row, : k - n_random]
-        banned = np.concatenate([keep, masks[row]])
+    n_random = rng.binomial(k, min(epsilon, 1.0), size=n)
+    for row in np.flatnonzero(n_random):
+        cut = k - int(n_random[row])
+        banned = np.concatenate([out[row, :cut], masks[row]])
         draw = rng.permutation(tail_items)
-        draw = draw[~np.isin(draw, banned)][:n_random]
-        out[row, k - n_random :] = -1
-        out[row, k - n_random : k - n_random + len(draw)] = draw
+        draw = draw[~np.isin(draw, banned)][: k - cut]
+        out[row, cut:] = -1
+        out[row, cut : cut + len(draw)] = draw
     return out
 
 
@@ -467,7 +468,7 @@ def _baselines(
         def debiased(beta: float, k: int = k) -> np.ndarray:
             return exact_lists(data.users, data.items, k, data.masks, -beta * scale * log_counts)
 
-        eps, lists, reached = _match(target, greedy, k, [0.0, *np.geomspace(0.01, 1.0, 9)])
+        eps, lists, reached = _match(target, greedy, k, [0.0, *np.geomspace(0.001, 1.0, 10)])
         eps_rows[f"K={k}"] = {
             "epsilon": eps,
             "reached": reached,

@@ -113,13 +113,14 @@ def _rescore(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, position
 
 
 class ExactIndex:
-    """Brute-force inner product search (the reference): a matrix product and a stable top-k per batch."""
+    """Brute-force inner product search (the reference): matrix products over chunks of the vectors, merged."""
 
-    def __init__(self, vectors: Any, ids: Any = None, batch_size: int = 256) -> None:
+    def __init__(self, vectors: Any, ids: Any = None, batch_size: int = 256, chunk_size: int = 131_072) -> None:
         tick = time.perf_counter()
         self.vectors = _check_vectors(vectors, "vectors")
         self.ids = _check_ids(ids, len(self.vectors))
         self.batch_size = batch_size
+        self.chunk_size = chunk_size
         self.stats = IndexStats(
             "exact",
             len(self.vectors),
@@ -129,7 +130,7 @@ class ExactIndex:
         )
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` by inner product; ties go to the lower position (stable)."""
+        """Exact top-``k`` by inner product; equal scores are ordered by position (stable)."""
         queries = _check_vectors(queries, "queries", self.vectors.shape[1])
         k = _check_k(k)
         n = len(self.vectors)
@@ -137,18 +138,21 @@ class ExactIndex:
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         for start in range(0, len(queries), self.batch_size):
-            block = queries[start : start + self.batch_size] @ self.vectors.T
-            if width < n:  # partition first (linear), then sort only the k kept; stable on exact ties
-                part = np.argpartition(-block, width - 1, axis=1)[:, :width]
-                part.sort(axis=1)
-                kept = np.take_along_axis(block, part, 1)
-                order = np.argsort(-kept, axis=1, kind="stable")
-                top = np.take_along_axis(part, order, 1)
-            else:
-                top = np.argsort(-block, axis=1, kind="stable")
-            rows = slice(start, start + len(block))
-            scores[rows, :width] = np.take_along_axis(block, top, 1)
-            ids[rows, :width] = self.ids[top]
+            batch = queries[start : start + self.batch_size]
+            kept_scores, kept_positions = [], []
+            for first in range(0, n, self.chunk_size):  # each chunk's own top-k, merged below
+                block = batch @ self.vectors[first : first + self.chunk_size].T
+                if width < block.shape[1]:
+                    part = np.argpartition(-block, width - 1, axis=1)[:, :width]
+                else:
+                    part = np.broadcast_to(np.arange(block.shape[1]), block.shape)
+                kept_scores.append(np.take_along_axis(block, part, 1))
+                kept_positions.append(part + first)
+            block_scores, positions = np.hstack(kept_scores), np.hstack(kept_positions)
+            order = np.lexsort((positions, -block_scores), axis=1)[:, :width]
+            rows = slice(start, start + len(batch))
+            scores[rows, :width] = np.take_along_axis(block_scores, order, 1)
+            ids[rows, :width] = self.ids[np.take_along_axis(positions, order, 1)]
         return scores, ids
 
 
@@ -251,6 +255,8 @@ class FaissHNSWIndex:
 class ChromaIndex:
     """The shared Chroma store (cosine HNSW) over MIPS-augmented vectors, via a ``VectorStore`` passed in."""
 
+    max_hits_per_call = 20_000
+
     def __init__(
         self, store: Any, collection: str, vectors: Any, ids: Any = None, batch_size: int = 5000, rebuild: bool = True
     ) -> None:
@@ -279,10 +285,14 @@ class ChromaIndex:
         """Approximate top-``k`` from the store, re-scored by exact inner product."""
         queries = _check_vectors(queries, "queries", self.vectors.shape[1])
         k = min(_check_k(k), len(self.vectors))
-        hits = self.store.query(self.collection, embeddings=mips_augment_queries(queries), k=k)
+        augmented = mips_augment_queries(queries)
         positions = np.full((len(queries), k), -1, dtype=np.int64)
-        for row, found in enumerate(hits):
-            positions[row, : len(found)] = [int(hit["id"]) for hit in found]
+        # Chroma fetches the records of every hit in one SQLite statement, limited to 32,766 variables
+        step = max(1, self.max_hits_per_call // k)
+        for first in range(0, len(queries), step):
+            hits = self.store.query(self.collection, embeddings=augmented[first : first + step], k=k)
+            for row, found in enumerate(hits, start=first):
+                positions[row, : len(found)] = [int(hit["id"]) for hit in found]
         return _rescore(queries, self.vectors, self.ids, positions)
 
 

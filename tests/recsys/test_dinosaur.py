@@ -116,11 +116,16 @@ def test_quintiles_and_list_metrics_by_hand():
 
 
 def test_epsilon_greedy_mixes_in_tail_items_only():
-    point = np.tile(np.arange(10), (4, 1))
+    point = np.tile(np.arange(10), (400, 1))
     tail = np.arange(50, 80)
-    mixed = epsilon_greedy_lists(point, 0.3, tail, [np.array([50, 51])] * 4, seed=0)
-    np.testing.assert_array_equal(mixed[:, :7], point[:, :7])
-    assert np.isin(mixed[:, 7:], tail).all() and not np.isin(mixed[:, 7:], [50, 51]).any()
+    mixed = epsilon_greedy_lists(point, 0.3, tail, [np.array([50, 51])] * 400, seed=0)
+    replaced = mixed != point
+    assert replaced.mean() == pytest.approx(0.3, abs=0.03)  # each slot random with probability epsilon
+    for row, changed in zip(mixed, replaced, strict=True):
+        cut = 10 - int(changed.sum())
+        assert not changed[:cut].any()  # the random slots are the last ones
+        assert np.isin(row[cut:], tail).all() and not np.isin(row[cut:], [50, 51]).any()
+    np.testing.assert_array_equal(epsilon_greedy_lists(point, 0.0, tail, [np.array([])] * 400, seed=0), point)
 
 
 def test_baselines_are_matched_to_dinosaur_coverage():

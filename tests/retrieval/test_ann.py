@@ -40,6 +40,8 @@ def test_exact_matches_brute_force_order_and_scores(catalogue):
     expected = np.argsort(-brute, axis=1, kind="stable")[:, :20]
     np.testing.assert_array_equal(ids, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(brute, expected, 1), rtol=1e-5)
+    _chunked_scores, chunked_ids = ExactIndex(vectors, chunk_size=701, batch_size=16).search(queries, 20)
+    np.testing.assert_array_equal(chunked_ids, ids)  # chunks of the vectors merged into the same order
 
 
 def test_exact_maps_positions_to_given_ids_and_pads_short_results():
