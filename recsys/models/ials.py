@@ -48,7 +48,7 @@ class IALSConfig:
     use_values: bool = False  # r_ui = the stored rating / count instead of 1
     solver: str = "cholesky"  # or "cg"
     cg_steps: int = 3
-    seed: int = 2024
+    seed: int | None = None  # initial factors' seed; None: the Trainer's --seed (through torch's global RNG)
 
 
 def _confidence_csr(train: Any, n_users: int, n_items: int, use_values: bool) -> sp.csr_matrix:
@@ -138,7 +138,9 @@ class IALS(Recommender):
         cfg = self.config
         r_user = _confidence_csr(train, self.n_users, self.n_items, cfg.use_values)
         r_item = r_user.T.tocsr()
-        rng = np.random.default_rng(cfg.seed)
+        # without its own seed, the init follows torch's global RNG, which the Trainer seeds with --seed
+        seed = cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+        rng = np.random.default_rng(seed)
         users = rng.normal(0.0, cfg.init_std, (self.n_users, cfg.embedding_dim))
         items = rng.normal(0.0, cfg.init_std, (self.n_items, cfg.embedding_dim))
         variance = None

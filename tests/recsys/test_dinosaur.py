@@ -159,3 +159,33 @@ def test_cli_on_trained_checkpoints(clustered_dataset_dir, tmp_path, capsys):
     train_from_args(["--model", "pop", "--out", str(tmp_path / "pop"), *common])
     assert main(["eval", "--checkpoint", str(tmp_path / "pop"), "--quiet"]) == 2
     assert "dot-product" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["bpr", "lightgcn", "ials"])
+def test_factors_of_every_dot_product_model_reproduce_its_scores(name):
+    import torch
+
+    from recsys.dinosaur import dot_product_factors
+    from recsys.models import build_model
+
+    class Train:
+        users = np.array([0, 0, 1, 2, 3, 4])
+        items = np.array([0, 1, 2, 3, 4, 5])
+
+    torch.manual_seed(0)
+    model = build_model(name, 5, 6, {"embedding_dim": 4})
+    model.prepare(Train())
+    if name == "ials":
+        model.item_factors.normal_()
+        model.user_factors.normal_()
+    model.eval()
+    users, items = dot_product_factors(model)
+    np.testing.assert_allclose(users @ items.T, model.score(torch.arange(5)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_non_dot_product_model_is_refused():
+    from recsys.dinosaur import dot_product_factors
+    from recsys.models import build_model
+
+    with pytest.raises(DinosaurError, match="dot-product"):
+        dot_product_factors(build_model("pop", 3, 4))

@@ -84,7 +84,9 @@ def test_ials_beats_itempop_and_reloads(clustered_dataset_dir, tmp_path):
 def test_ials_beats_itempop_on_movielens_100k(shared_data):
     args = ["--dataset", "ml-100k", "--data-dir", str(shared_data), *FAST]
     pop = train_from_args(["--model", "pop", *args])
-    ials = train_from_args(["--model", "ials", "--embedding_dim", "16", "--iterations", "3", "--alpha", "1", *args])
+    ials = train_from_args(
+        ["--model", "ials", "--embedding_dim", "16", "--iterations", "4", "--alpha", "4", "--reg", "4", *args]
+    )
     assert ials["ndcg@10"] > 1.5 * pop["ndcg@10"]
 
 
