@@ -124,6 +124,7 @@ def quality(args: argparse.Namespace) -> None:
         )
         result["seconds"] = time.perf_counter() - tick
         result["seed"] = seed
+        result["meta"] = {"n_items": len(data.counts), "n_users_evaluated": len(data.users)}
         per_seed.append(result)
         logger.info("seed %d done in %.0f s", seed, result["seconds"])
     summary = _summarise(per_seed)
@@ -329,6 +330,73 @@ def plot(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _pm(entry: dict[str, float], digits: int = 4) -> str:
+    return (
+        f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}" if entry.get("std") else f"{entry['mean']:.{digits}f}"
+    )
+
+
+def report(args: argparse.Namespace) -> None:
+    """Markdown tables (mean ± std over seeds) of quality result files, for docs/dinosaur.md."""
+    import json
+
+    for path in args.results.split(","):
+        record = json.loads(Path(path).read_text())
+        summary, ks = record["summary"], record["dinosaur"]["ks"]
+        n_items = record["per_seed"][0]["meta"]["n_items"] if "meta" in record["per_seed"][0] else None
+        print(
+            f"\n`{path}` ({record['dataset']}, {record['split']} split, seeds {record['seeds']}, "
+            f"{record['dinosaur']['index']} index, {record['dinosaur']['variance']} variance"
+            f"{', ' + str(n_items) + ' items' if n_items else ''})\n"
+        )
+        print(
+            "| S | K (K/items) | Recall@K | ΔRecall vs S=1 | NDCG@K | coverage@K | least-popular quintile coverage |"
+            " users with a tail item | ms/query (vs S=1) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for s in record["dinosaur"]["samples"]:
+            entry = summary[f"S={s}"]
+            for k in ks:
+                delta = entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"]
+                timing = entry["index"]
+                ratio = timing.get("ms_per_query_vs_s1", {}).get("mean")
+                print(
+                    f"| {s} | {k} ({entry[f'k_over_catalogue@{k}']['mean']:.2%}) | {_pm(entry[f'recall@{k}'])} | "
+                    f"{delta:+.4f} | {_pm(entry[f'ndcg@{k}'])} | {_pm(entry[f'coverage@{k}'])} | "
+                    f"{_pm(entry[f'coverage_q0@{k}'])} | {_pm(entry[f'tail_users@{k}'])} | "
+                    f"{timing['ms_per_query']['mean']:.2f} (x{ratio:.1f}) |"
+                )
+        if "baselines" in summary:
+            matched = record["per_seed"][0]["baselines"]["matched_to"]
+            print(f"\nBaselines tuned to DINOSAUR's coverage@K at {matched} (exact search):\n")
+            print(
+                "| method | K | knob | Recall@K | coverage@K | least-popular quintile coverage "
+                "| users with a tail item |"
+            )
+            print("|---|---|---|---|---|---|---|")
+            for k in ks:
+                entry = summary[matched][f"recall@{k}"]
+                print(
+                    f"| DINOSAUR {matched} | {k} | | {_pm(entry)} | {_pm(summary[matched][f'coverage@{k}'])} | "
+                    f"{_pm(summary[matched][f'coverage_q0@{k}'])} | {_pm(summary[matched][f'tail_users@{k}'])} |"
+                )
+                point = summary["baselines"]["point_exact"]
+                print(
+                    f"| point retrieval (S=1, exact) | {k} | | {_pm(point[f'recall@{k}'])} | "
+                    f"{_pm(point[f'coverage@{k}'])} | {_pm(point[f'coverage_q0@{k}'])} | "
+                    f"{_pm(point[f'tail_users@{k}'])} |"
+                )
+                for name, knob in (("epsilon_greedy", "epsilon"), ("popularity_debiased", "beta")):
+                    entry = summary["baselines"][name][f"K={k}"]
+                    reached = [run["baselines"][name][f"K={k}"]["reached"] for run in record["per_seed"]]
+                    note = "" if all(reached) else " (coverage not reached)"
+                    print(
+                        f"| {name.replace('_', '-')}{note} | {k} | {knob} {entry[knob]['mean']:.3g} | "
+                        f"{_pm(entry[f'recall@{k}'])} | {_pm(entry[f'coverage@{k}'])} | "
+                        f"{_pm(entry[f'coverage_q0@{k}'])} | {_pm(entry[f'tail_users@{k}'])} |"
+                    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the verb and run it."""
     parser = argparse.ArgumentParser(prog="python benchmarks/dinosaur.py", description=__doc__.split("\n")[0])
@@ -371,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--results", required=True, help="comma-separated result JSON files")
     pl.add_argument("--k", default="100,1000")
     pl.add_argument("--out", default=str(RESULTS_DIR / "dinosaur_coverage_recall.png"))
+    rp = verbs.add_parser("report", help="markdown tables of quality result files")
+    rp.add_argument("--results", required=True, help="comma-separated result JSON files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verb == "quality":
@@ -378,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         quality(args)
     elif args.verb == "scale":
         scale(args)
+    elif args.verb == "report":
+        report(args)
     else:
         plot(args)
     return 0

@@ -203,7 +203,8 @@ class FaissIVFIndex:
             n,
             dim,
             time.perf_counter() - tick,
-            _faiss_bytes(index),
+            # codes + ids in the inverted lists + centroids (serialising would copy the whole index once more)
+            int(index.ntotal * (index.code_size + 8) + nlist * dim * 4),
             {"nlist": nlist, "nprobe": int(index.nprobe), "train_size": len(sample), "niter": niter},
         )
 
