@@ -702,6 +702,55 @@ def load_movielens_1m(path: str | Path, keep_duplicates: bool = False) -> Intera
     return dataset
 
 
+def load_movielens_csv(path: str | Path, keep_duplicates: bool = False, name: str | None = None) -> InteractionDataset:
+    """GroupLens ml-20m / ml-25m / ml-32m / ml-latest: ``ratings.csv`` (``userId,movieId,rating,timestamp``,
+    with a header) and, when present, ``movies.csv`` (``movieId,title,genres``).
+
+    Read with numeric dtypes and factorised as integers, so 32M rows take ~1 GB rather than the string path's
+    several; a malformed file falls back to ``load_table``, whose errors name the line and field.
+    """
+    folder = Path(path)
+    data_path = folder / "ratings.csv" if folder.is_dir() else folder
+    folder = data_path.parent
+    if not data_path.is_file():
+        raise DataError(f"{data_path}: file not found")
+    columns = {"userId": np.int64, "movieId": np.int64, "rating": np.float32, "timestamp": np.int64}
+    try:
+        frame = pd.read_csv(data_path, usecols=list(columns), dtype=columns, engine="c")
+    except (ValueError, pd.errors.ParserError):  # a bad row or header: re-read as text for a precise message
+        load_table(data_path, "userId", "movieId", "rating", "timestamp", sep=",")
+        raise DataError(f"{data_path}: not a MovieLens ratings.csv (userId,movieId,rating,timestamp)") from None
+    if len(frame) == 0:
+        raise DataError(f"{data_path}: no data rows (empty dataset)")
+    users, user_uniques = pd.factorize(frame["userId"].to_numpy())
+    items, item_uniques = pd.factorize(frame["movieId"].to_numpy())
+    timestamps = frame["timestamp"].to_numpy(np.float64)
+    keep = _dedupe(users, items, timestamps, data_path, keep_duplicates, None)
+    dataset = InteractionDataset(
+        name=name or (folder.name if folder.name.startswith("ml-") else "movielens"),
+        users=users.astype(np.int64),
+        items=items.astype(np.int64),
+        ratings=frame["rating"].to_numpy(np.float32),
+        timestamps=timestamps,
+        user_map=IdMap([str(u) for u in user_uniques], kind="user"),
+        item_map=IdMap([str(i) for i in item_uniques], kind="item"),
+        source=str(data_path),
+    )
+    if not keep.all():
+        dataset = dataset.subset(keep)
+    movies_path = folder / "movies.csv"
+    if movies_path.is_file():
+        movies = pd.read_csv(movies_path, dtype=str, keep_default_na=False, engine="c")
+        if {"movieId", "title"} <= set(movies.columns):
+            movies = movies.rename(columns={"movieId": "item_id", "title": "movie_title", "genres": "genre"})
+            if "genre" in movies:
+                movies["genre"] = movies["genre"].str.replace("|", " ", regex=False)
+            lines = np.arange(2, len(movies) + 2)
+            dataset.item_features = _align_features(movies, "item_id", dataset.item_map, movies_path, lines)
+            dataset.item_text = make_item_text(dataset.item_features, dataset.item_map)
+    return dataset
+
+
 # -- LightGCN-style adjacency lists ---------------------------------------------------------------
 def _read_adjacency_lists(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Parse ``user item item ...`` lines; returns (users, items, largest user id). Users may list no item."""

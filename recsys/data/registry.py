@@ -22,6 +22,7 @@ from recsys.data.loaders import (
     load_lightgcn_lastfm,
     load_movielens_1m,
     load_movielens_100k,
+    load_movielens_csv,
     load_rechorus,
     load_sequence_lines,
     load_table,
@@ -129,7 +130,8 @@ def locate_format(path: Path) -> tuple[Path, str]:
     listing = ", ".join(names[:20]) or "(empty)"
     raise DataError(
         f"{path}: cannot tell the dataset format from its files ({listing}); expected RecBole <name>.inter, "
-        "GroupLens u.data or ratings.dat, LightGCN train.txt/test.txt, ReChorus train.csv/dev.csv/test.csv, "
+        "GroupLens u.data, ratings.dat or ratings.csv, LightGCN train.txt/test.txt, "
+        "ReChorus train.csv/dev.csv/test.csv, "
         "a .csv/.tsv/.parquet table, or an S3-Rec/SASRec sequence .txt file (pass the file itself)"
     )
 
@@ -164,6 +166,8 @@ def _format_of(path: Path) -> str | None:
         return "grouplens_ml100k"
     if "ratings.dat" in names:
         return "grouplens_ml1m"
+    if "ratings.csv" in names:
+        return "grouplens_csv"
     if "train.txt" in names:
         return "lightgcn"
     if {"data1.txt", "test1.txt"} <= names:
@@ -188,6 +192,8 @@ def load_path(path: str | Path, name: str | None = None, **options: Any) -> Inte
         dataset = load_movielens_100k(path, keep_duplicates=options.get("keep_duplicates", False))
     elif fmt == "grouplens_ml1m":
         dataset = load_movielens_1m(path, keep_duplicates=options.get("keep_duplicates", False))
+    elif fmt == "grouplens_csv":
+        dataset = load_movielens_csv(path, keep_duplicates=options.get("keep_duplicates", False))
     elif fmt == "lightgcn":
         dataset, _ = load_lightgcn(path, keep_duplicates=options.get("keep_duplicates", False))
     elif fmt == "lightgcn_lastfm":

@@ -17,6 +17,7 @@ _BUILTIN_MODULES = (
     "recsys.models.mf",
     "recsys.models.neumf",
     "recsys.models.lightgcn",
+    "recsys.models.ials",
     "recsys.models.sasrec",
     "recsys.models.gru4rec",
     "recsys.models.gdn",

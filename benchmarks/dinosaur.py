@@ -1,0 +1,459 @@
+"""DINOSAUR benchmarks: coverage-recall per S on real data (``quality``) and index cost at scale (``scale``).
+
+    python benchmarks/dinosaur.py quality --dataset ml-1m --split random --seeds 0,1,2
+    python benchmarks/dinosaur.py scale --items 1000000 --samples 5 --dim 64
+    python benchmarks/dinosaur.py plot --results benchmarks/results/dinosaur_ml-1m.json
+
+``quality`` trains iALS through the Trainer (one checkpoint per seed under ``runs/dinosaur``), evaluates DINOSAUR
+with the library (``recsys.dinosaur.evaluate_dinosaur``) and writes ``benchmarks/results/dinosaur_<name>.json``
+with the per-seed results and their mean and std. ``scale`` indexes synthetic items (the point embedding plus
+S - 1 draws each) in faiss IVF-Flat (all vectors), faiss HNSW and Chroma (on as many vectors as given) and
+measures build time, memory and queries per second. ``plot`` draws coverage@K against recall@K change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS_DIR, print_table, write_results
+from recsys.dinosaur import (
+    count_sigma,
+    dot_product_factors,
+    eval_data_from_split,
+    evaluate_dinosaur,
+    item_sigma,
+    sample_item_embeddings,
+)
+from recsys.evaluate import load_checkpoint
+from recsys.train import train_from_args
+from retrieval.ann import ExactIndex, build_index, measure_queries, recall_against
+
+logger = logging.getLogger("benchmarks.dinosaur")
+
+# The paper (MovieLens-32M, iALS d = 128, faiss IVF-Flat): coverage@1000 at S = 1 and S = 5, recall change,
+# least-popular quintile coverage.
+ANCHOR = {
+    "dataset": "MovieLens-32M",
+    "model": "iALS d=128",
+    "coverage@1000_S1": 0.2352,
+    "coverage@1000_S5": 0.6297,
+    "recall@1000_change_S5": -0.0041,
+    "coverage_q0@1000_S1": 0.0,
+    "coverage_q0@1000_S5": 0.8188,
+}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of every numeric leaf (nested dicts kept)."""
+    out: dict[str, Any] = {}
+    for key, value in per_seed[0].items():
+        if isinstance(value, dict):
+            out[key] = _summarise([run[key] for run in per_seed])
+        elif isinstance(value, (int, float, np.floating)) and not isinstance(value, bool):
+            values = np.array([float(run[key]) for run in per_seed if run.get(key) is not None])
+            if len(values):
+                out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return out
+
+
+def quality(args: argparse.Namespace) -> None:
+    """Train iALS per seed, evaluate DINOSAUR and the baselines, aggregate over seeds."""
+    per_seed = []
+    train_results = []
+    for seed in _ints(args.seeds):
+        out = Path(args.runs) / f"{args.name}_ials_s{seed}"
+        if not (out / "run.json").is_file() or args.retrain:
+            tick = time.perf_counter()
+            result = train_from_args(
+                [
+                    "--model",
+                    "ials",
+                    "--dataset",
+                    args.dataset,
+                    "--split",
+                    args.split,
+                    "--out",
+                    str(out),
+                    "--embedding_dim",
+                    str(args.dim),
+                    "--iterations",
+                    str(args.iterations),
+                    "--alpha",
+                    str(args.alpha),
+                    "--reg",
+                    str(args.reg),
+                    "--seed",
+                    str(seed),
+                    "--ks",
+                    "10,100",
+                    "--quiet",
+                ]
+            )
+            train_results.append({"seed": seed, "fit_seconds": time.perf_counter() - tick, **result})
+        model, split, _ = load_checkpoint(out)
+        users, items = dot_product_factors(model)
+        data = eval_data_from_split(users, items, split, "test", args.max_users, seed)
+        sigma = item_sigma(args.variance, data.counts, model, args.c, args.p)
+        tick = time.perf_counter()
+        result = evaluate_dinosaur(
+            data,
+            _ints(args.samples),
+            _ints(args.k),
+            sigma,
+            backend=args.index,
+            seed=seed,
+            adaptive=args.adaptive,
+            baselines=not args.no_baselines,
+            match_samples=args.match_samples,
+            progress=False,
+        )
+        result["seconds"] = time.perf_counter() - tick
+        result["seed"] = seed
+        result["meta"] = {"n_items": len(data.counts), "n_users_evaluated": len(data.users)}
+        per_seed.append(result)
+        logger.info("seed %d done in %.0f s", seed, result["seconds"])
+    summary = _summarise(per_seed)
+    ks, samples = _ints(args.k), _ints(args.samples)
+    rows = []
+    for s in samples:
+        entry = summary[f"S={s}"]
+        for k in ks:
+            rows.append(
+                {
+                    "S": s,
+                    "K": k,
+                    "K/items": entry[f"k_over_catalogue@{k}"]["mean"],
+                    "recall": entry[f"recall@{k}"]["mean"],
+                    "d_recall": entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"],
+                    "ndcg": entry[f"ndcg@{k}"]["mean"],
+                    "coverage": entry[f"coverage@{k}"]["mean"],
+                    "cov_sd": entry[f"coverage@{k}"]["std"],
+                    "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
+                    "q0_incl": entry[f"inclusion_q0@{k}"]["mean"],
+                    "tail_users": entry[f"tail_users@{k}"]["mean"],
+                    "ms/query": entry["index"]["ms_per_query"]["mean"],
+                }
+            )
+    columns = list(rows[0])
+    print_table(rows, columns, title=f"DINOSAUR on {args.dataset} ({args.index}, {args.variance} variance)")
+    if "baselines" in summary:
+        base_rows = []
+        for name in ("epsilon_greedy", "popularity_debiased"):
+            for k in ks:
+                entry = summary["baselines"][name][f"K={k}"]
+                base_rows.append(
+                    {
+                        "baseline": name,
+                        "K": k,
+                        "recall": entry[f"recall@{k}"]["mean"],
+                        "coverage": entry[f"coverage@{k}"]["mean"],
+                        "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
+                        "tail_users": entry[f"tail_users@{k}"]["mean"],
+                    }
+                )
+        print_table(
+            base_rows,
+            list(base_rows[0]),
+            title=f"baselines at the coverage of {per_seed[0]['baselines']['matched_to']}",
+        )
+    payload = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "model": {"name": "ials", "dim": args.dim, "iterations": args.iterations, "alpha": args.alpha, "reg": args.reg},
+        "dinosaur": {
+            "index": args.index,
+            "variance": args.variance,
+            "c": args.c,
+            "p": args.p,
+            "adaptive": args.adaptive,
+            "samples": samples,
+            "ks": ks,
+            "max_users": args.max_users,
+        },
+        "seeds": _ints(args.seeds),
+        "anchor": ANCHOR,
+        "train": train_results,
+        "summary": summary,
+        "per_seed": per_seed,
+        "table": rows,
+    }
+    path = write_results(f"dinosaur_{args.name}", payload)
+    print(f"wrote {path}")
+
+
+def _rss_gb() -> float:
+    """Peak resident memory of this process so far, in GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def scale(args: argparse.Namespace) -> None:
+    """Synthetic catalogue x S copies: faiss IVF over all vectors; HNSW and Chroma on the sizes given."""
+    rng = np.random.default_rng(args.seed)
+    n, dim, s = args.items, args.dim, args.samples
+    counts = np.floor(1e5 / np.arange(1, n + 1) ** 1.0)  # Zipf-like popularity
+    sigma = count_sigma(counts)
+    queries = rng.standard_normal((args.queries, dim), dtype=np.float32) / np.sqrt(dim) * 3
+    # generated a chunk of items at a time so that only the index's own copy is ever held twice
+    vectors = np.empty((n * s, dim), dtype=np.float32)
+    owners = np.empty(n * s, dtype=np.int64)
+    chunk = 50_000
+    for first in range(0, n, chunk):
+        items = np.random.default_rng([args.seed, first]).standard_normal((min(chunk, n - first), dim), np.float32)
+        part, part_owners = sample_item_embeddings(items / np.sqrt(dim), sigma[first : first + chunk], s, first)
+        vectors[first * s : first * s + len(part)] = part
+        owners[first * s : first * s + len(part)] = part_owners + first
+    logger.info("%d vectors (%.2f GB) generated; peak RSS %.2f GiB", len(vectors), vectors.nbytes / 1e9, _rss_gb())
+    rows = []
+    k = args.k * s  # DINOSAUR fetches S * K neighbours per query
+    sizes = {"faiss-ivf": len(vectors), "faiss-hnsw": min(args.hnsw_vectors, len(vectors))}
+    sizes["chroma"] = min(args.chroma_vectors, len(vectors))
+    for backend in args.backends.split(","):
+        size = sizes[backend]
+        subset, subset_ids = vectors[:size], owners[:size]
+        tmp = None
+        options: dict[str, Any] = {}
+        store = None
+        if backend == "chroma":
+            from retrieval.store import VectorStore
+
+            tmp = tempfile.TemporaryDirectory(prefix="dinosaur_scale_chroma_")
+            store = VectorStore(Path(tmp.name))
+            options["collection"] = "dinosaur_scale"
+        if backend == "faiss-ivf":
+            options["train_size"] = args.ivf_train
+        logger.info("building %s on %d vectors", backend, size)
+        index = build_index(backend, subset, subset_ids, store=store, **options)
+        timing = measure_queries(index, queries, k)
+        reference = ExactIndex(subset, subset_ids).search(queries[: args.recall_queries], k)[1]
+        found = index.search(queries[: args.recall_queries], k)[1]
+        row = {
+            "backend": backend,
+            "vectors": size,
+            "build_s": index.stats.build_seconds,
+            "index_GB": index.stats.memory_bytes / 1e9,
+            "qps": timing["qps"],
+            "ms/query": timing["ms_per_query"],
+            "recall_vs_exact": recall_against(reference, found),
+            "peak_rss_GiB": _rss_gb(),
+            "params": index.stats.params,
+        }
+        if size < len(vectors) and backend == "faiss-hnsw":
+            row["build_s_extrapolated_to_all"] = index.stats.build_seconds * len(vectors) / size
+        rows.append(row)
+        logger.info("%s", row)
+        del index
+        if store is not None:
+            store.close()
+        if tmp is not None:
+            tmp.cleanup()
+    columns = ["backend", "vectors", "build_s", "index_GB", "qps", "ms/query", "recall_vs_exact", "peak_rss_GiB"]
+    print_table(rows, columns, title=f"{n} items x S={s} = {len(vectors)} vectors, {dim}-d, k = S x {args.k}")
+    payload = {
+        "items": n,
+        "samples": s,
+        "dim": dim,
+        "n_vectors": len(vectors),
+        "queries": args.queries,
+        "k_fetched": k,
+        "recall_queries": args.recall_queries,
+        "threads": "OMP_NUM_THREADS as set in the environment",
+        "rows": rows,
+        "note": "synthetic vectors: measures index cost, not retrieval quality",
+    }
+    path = write_results(args.name, payload)
+    print(f"wrote {path}")
+
+
+def plot(args: argparse.Namespace) -> None:
+    """coverage@K (x) against recall@K change from S = 1 (y), one line per result file, S marked; baselines as x."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = args.results.split(",")
+    ks = _ints(args.k)
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.6), squeeze=False)
+    for path in files:
+        record = json.loads(Path(path).read_text())
+        summary = record["summary"]
+        samples = record["dinosaur"]["samples"]
+        for ax, k in zip(axes[0], ks, strict=True):
+            if f"recall@{k}" not in summary["S=1"]:
+                continue
+            base = summary["S=1"][f"recall@{k}"]["mean"]
+            xs = [summary[f"S={s}"][f"coverage@{k}"]["mean"] for s in samples]
+            ys = [summary[f"S={s}"][f"recall@{k}"]["mean"] - base for s in samples]
+            line = ax.plot(xs, ys, "o-", label=f"{record['dataset']} DINOSAUR")[0]
+            for s, x, y in zip(samples, xs, ys, strict=True):
+                ax.annotate(f"S={s}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            for name, marker in (("epsilon_greedy", "x"), ("popularity_debiased", "s")):
+                entry = summary.get("baselines", {}).get(name, {}).get(f"K={k}")
+                if entry:
+                    ax.plot(
+                        entry[f"coverage@{k}"]["mean"],
+                        entry[f"recall@{k}"]["mean"] - base,
+                        marker,
+                        color=line.get_color(),
+                        label=f"{record['dataset']} {name.replace('_', '-')}",
+                    )
+            ax.set_title(f"K = {k}")
+            ax.set_xlabel(f"catalogue coverage@{k}")
+            ax.axhline(0, color="grey", lw=0.5)
+    if 1000 in ks:
+        ax = axes[0][ks.index(1000)]
+        ax.plot([ANCHOR["coverage@1000_S1"], ANCHOR["coverage@1000_S5"]], [0, ANCHOR["recall@1000_change_S5"]], "k--*")
+        ax.annotate("paper ML-32M S=1->5", (ANCHOR["coverage@1000_S5"], ANCHOR["recall@1000_change_S5"]), fontsize=7)
+    axes[0][0].set_ylabel("recall@K change vs S = 1")
+    axes[0][-1].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    print(f"wrote {out}")
+
+
+def _pm(entry: dict[str, float], digits: int = 4) -> str:
+    return (
+        f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}" if entry.get("std") else f"{entry['mean']:.{digits}f}"
+    )
+
+
+def report(args: argparse.Namespace) -> None:
+    """Markdown tables (mean ± std over seeds) of quality result files, for docs/dinosaur.md."""
+    import json
+
+    for path in args.results.split(","):
+        record = json.loads(Path(path).read_text())
+        summary, ks = record["summary"], record["dinosaur"]["ks"]
+        n_items = record["per_seed"][0]["meta"]["n_items"] if "meta" in record["per_seed"][0] else None
+        print(
+            f"\n`{path}` ({record['dataset']}, {record['split']} split, seeds {record['seeds']}, "
+            f"{record['dinosaur']['index']} index, {record['dinosaur']['variance']} variance"
+            f"{', ' + str(n_items) + ' items' if n_items else ''})\n"
+        )
+        print(
+            "| S | K (K/items) | Recall@K | ΔRecall vs S=1 | NDCG@K | coverage@K | least-popular quintile coverage |"
+            " users with a tail item | ms/query (vs S=1) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for s in record["dinosaur"]["samples"]:
+            entry = summary[f"S={s}"]
+            for k in ks:
+                delta = entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"]
+                timing = entry["index"]
+                ratio = timing.get("ms_per_query_vs_s1", {}).get("mean")
+                print(
+                    f"| {s} | {k} ({entry[f'k_over_catalogue@{k}']['mean']:.2%}) | {_pm(entry[f'recall@{k}'])} | "
+                    f"{delta:+.4f} | {_pm(entry[f'ndcg@{k}'])} | {_pm(entry[f'coverage@{k}'])} | "
+                    f"{_pm(entry[f'coverage_q0@{k}'])} | {_pm(entry[f'tail_users@{k}'])} | "
+                    f"{timing['ms_per_query']['mean']:.2f} (x{ratio:.1f}) |"
+                )
+        if "baselines" in summary:
+            matched = record["per_seed"][0]["baselines"]["matched_to"]
+            print(f"\nBaselines tuned to DINOSAUR's coverage@K at {matched} (exact search):\n")
+            print(
+                "| method | K | knob | Recall@K | coverage@K | least-popular quintile coverage "
+                "| users with a tail item |"
+            )
+            print("|---|---|---|---|---|---|---|")
+            for k in ks:
+                entry = summary[matched][f"recall@{k}"]
+                print(
+                    f"| DINOSAUR {matched} | {k} | | {_pm(entry)} | {_pm(summary[matched][f'coverage@{k}'])} | "
+                    f"{_pm(summary[matched][f'coverage_q0@{k}'])} | {_pm(summary[matched][f'tail_users@{k}'])} |"
+                )
+                point = summary["baselines"]["point_exact"]
+                print(
+                    f"| point retrieval (S=1, exact) | {k} | | {_pm(point[f'recall@{k}'])} | "
+                    f"{_pm(point[f'coverage@{k}'])} | {_pm(point[f'coverage_q0@{k}'])} | "
+                    f"{_pm(point[f'tail_users@{k}'])} |"
+                )
+                for name, knob in (("epsilon_greedy", "epsilon"), ("popularity_debiased", "beta")):
+                    entry = summary["baselines"][name][f"K={k}"]
+                    reached = [run["baselines"][name][f"K={k}"]["reached"] for run in record["per_seed"]]
+                    note = "" if all(reached) else " (coverage not reached)"
+                    print(
+                        f"| {name.replace('_', '-')}{note} | {k} | {knob} {entry[knob]['mean']:.3g} | "
+                        f"{_pm(entry[f'recall@{k}'])} | {_pm(entry[f'coverage@{k}'])} | "
+                        f"{_pm(entry[f'coverage_q0@{k}'])} | {_pm(entry[f'tail_users@{k}'])} |"
+                    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the verb and run it."""
+    parser = argparse.ArgumentParser(prog="python benchmarks/dinosaur.py", description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    q = verbs.add_parser("quality", help="coverage-recall per S on a dataset, iALS, several seeds")
+    q.add_argument("--dataset", default="ml-1m")
+    q.add_argument("--name", help="result name (default: the dataset)")
+    q.add_argument("--split", default="random")
+    q.add_argument("--seeds", default="0,1,2")
+    q.add_argument("--dim", type=int, default=64)
+    q.add_argument("--iterations", type=int, default=8)
+    q.add_argument("--alpha", type=float, default=4.0)
+    q.add_argument("--reg", type=float, default=4.0)
+    q.add_argument("--samples", default="1,2,5,10")
+    q.add_argument("--k", default="10,100,1000")
+    q.add_argument("--index", default="exact")
+    q.add_argument("--variance", default="count")
+    q.add_argument("--c", type=float, default=0.1)
+    q.add_argument("--p", type=float, default=0.25)
+    q.add_argument("--adaptive", action="store_true")
+    q.add_argument("--max-users", type=int, default=0)
+    q.add_argument("--match-samples", type=int, default=5)
+    q.add_argument("--no-baselines", action="store_true")
+    q.add_argument("--retrain", action="store_true")
+    q.add_argument("--runs", default="runs/dinosaur")
+    sc = verbs.add_parser("scale", help="index cost on synthetic items x S copies")
+    sc.add_argument("--items", type=int, default=1_000_000)
+    sc.add_argument("--samples", type=int, default=5)
+    sc.add_argument("--dim", type=int, default=64)
+    sc.add_argument("--queries", type=int, default=1000)
+    sc.add_argument("--recall-queries", type=int, default=100)
+    sc.add_argument("--k", type=int, default=100, help="K; the index is asked for S x K")
+    sc.add_argument("--backends", default="faiss-ivf,faiss-hnsw,chroma")
+    sc.add_argument("--hnsw-vectors", type=int, default=500_000)
+    sc.add_argument("--chroma-vectors", type=int, default=50_000)
+    sc.add_argument("--ivf-train", type=int, default=100_000)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--name", default="dinosaur_scale")
+    pl = verbs.add_parser("plot", help="coverage-recall PNG from quality result files")
+    pl.add_argument("--results", required=True, help="comma-separated result JSON files")
+    pl.add_argument("--k", default="100,1000")
+    pl.add_argument("--out", default=str(RESULTS_DIR / "dinosaur_coverage_recall.png"))
+    rp = verbs.add_parser("report", help="markdown tables of quality result files")
+    rp.add_argument("--results", required=True, help="comma-separated result JSON files")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verb == "quality":
+        args.name = args.name or args.dataset
+        quality(args)
+    elif args.verb == "scale":
+        scale(args)
+    elif args.verb == "report":
+        report(args)
+    else:
+        plot(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
