@@ -311,10 +311,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------------ run
 
 
-def load_benchmark(benchmark: str, channels: int, bins_fit: str, split: str, data_path: Path | None) -> ChannelSplit:
+def load_benchmark(
+    benchmark: str, channels: int, bins_fit: str, split: str, data_path: Path | None, n_series: int = 512
+) -> ChannelSplit:
     """The data for one benchmark and channel count."""
     if benchmark == "synthetic":
-        return synthetic_benchmark(n_channels=channels, bins_fit=bins_fit)
+        return synthetic_benchmark(n_channels=channels, n_series=n_series, bins_fit=bins_fit)
     if benchmark == "etth1":
         return etth1_benchmark(data_path or DEFAULT_ETTH1, split=split)
     raise AuditError(f"benchmark: expected synthetic or etth1, got {benchmark!r}")
@@ -329,6 +331,7 @@ def run_audit(
     bins_fit: str = "train",
     split: str = "standard",
     data_path: Path | None = None,
+    n_series: int = 512,
     reference: str = "linear",
     eval_every: int = 1,
     progress: bool = True,
@@ -343,7 +346,7 @@ def run_audit(
     runs: list[dict[str, Any]] = []
     data_params = {}
     for n_channels in channels:
-        data = load_benchmark(benchmark, n_channels, bins_fit, split, data_path)
+        data = load_benchmark(benchmark, n_channels, bins_fit, split, data_path, n_series)
         data_params[n_channels] = data.params
         d_model, n_heads = (56, 7) if benchmark == "etth1" else (64, 4)
         for seed in seeds:
@@ -408,6 +411,27 @@ def run_audit(
     return report
 
 
+def merge_reports(paths: Sequence[Path], reference: str = "linear", metric: str | None = None) -> dict[str, Any]:
+    """Runs of several result files of one benchmark, re-summarised together (seeds pair by their number)."""
+    reports = []
+    for path in paths:
+        try:
+            reports.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AuditError(f"{path}: not a readable result file ({exc})") from exc
+    benchmarks = {r.get("benchmark") for r in reports}
+    if len(benchmarks) != 1:
+        raise AuditError(f"report: files mix benchmarks {sorted(map(str, benchmarks))}")
+    metric = metric or reports[0]["metric"]
+    runs = [run for r in reports for run in r["runs"]]
+    return {
+        "benchmark": benchmarks.pop(),
+        "metric": metric,
+        "files": [str(p) for p in paths],
+        "table": summarise(runs, metric, reference, 32),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The CLI (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m evals.channel_audit", description=__doc__.split("\n\n")[0])
@@ -422,16 +446,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (and at the last)")
     run.add_argument("--bins-fit", default="train", choices=("train", "pooled"), help="pooled = public code's leak")
     run.add_argument("--split", default="standard", choices=ETTH1_SPLITS, help="ETTh1: 12/4/4 months or 70/15/15")
+    run.add_argument("--n-series", type=int, default=512, help="synthetic: number of series (default 512)")
     run.add_argument("--data", type=Path, help=f"ETTh1 csv (default {DEFAULT_ETTH1})")
     run.add_argument("--reference", default="linear", help="encoder the paired tests compare against")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     run.add_argument("--out", type=Path, help="JSON report path (default channel_audit_<benchmark>.json)")
     run.add_argument("--quiet", action="store_true")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "-h", "--help"):
-        argv = ["run", *argv]  # the verb is optional: `python -m evals.channel_audit --benchmark ...` runs
+    report_parser = sub.add_parser("report", help="merge result JSON files (same benchmark) and print the table")
+    report_parser.add_argument("files", nargs="+", type=Path)
+    report_parser.add_argument("--reference", default="linear")
+    report_parser.add_argument("--metric", help="valid_nll or test_nll (default: the files' metric)")
+    given = list(sys.argv[1:] if argv is None else argv)
+    argv = given
+    if not given or given[0] not in ("run", "report", "-h", "--help"):
+        argv = ["run", *given]  # the verb is optional: `python -m evals.channel_audit --benchmark ...` runs
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verb == "report":
+        try:
+            merged = merge_reports(args.files, args.reference, args.metric)
+        except AuditError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(format_table(merged["table"], ANCHOR, merged["benchmark"]))
+        return 0
     torch.set_num_threads(args.threads)
     out = args.out or Path(f"channel_audit_{args.benchmark}.json")
     started = time.time()
@@ -446,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bins_fit=args.bins_fit,
             split=args.split,
             data_path=args.data,
+            n_series=args.n_series,
             reference=args.reference,
             eval_every=args.eval_every,
             progress=not args.quiet,
@@ -454,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AuditError, DataError, EncoderConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report["command"] = " ".join(["python -m evals.channel_audit", *argv])
+    report["command"] = " ".join(["python -m evals.channel_audit", *given])
     report["environment"] = provenance
     report["wall_seconds"] = time.time() - started
     write_json(out, report)
