@@ -164,6 +164,49 @@ def train_one(
     }
 
 
+# ------------------------------------------------------------------------------------------------ baselines
+
+
+def baseline_nlls(data: ChannelSplit, smoothing: float = 1.0) -> dict[str, dict[str, float]]:
+    """Model-free next-step NLLs fitted on the training targets only, per evaluated part.
+
+    ``uniform``: log K. ``marginal``: the training bin frequencies (add-``smoothing``). ``markov``: P(bin at t+1 |
+    bin at t) from training transitions (add-``smoothing``), the persistence-style baseline a sceptic would try first:
+    it sees the current target bin, which the encoders only see through the inputs (on ETTh1, OT is an input).
+    """
+    n_bins = data.binner.n_bins if data.binner is not None else int(data.train_y.max()) + 1
+    marginal = np.bincount(data.train_y.ravel(), minlength=n_bins) + smoothing
+    marginal = marginal / marginal.sum()
+    transitions = np.full((n_bins, n_bins), smoothing)
+    np.add.at(transitions, (data.train_y[:, :-1].ravel(), data.train_y[:, 1:].ravel()), 1.0)
+    transitions /= transitions.sum(axis=1, keepdims=True)
+    out = {}
+    parts = {"valid": data.valid_y, "test": data.test_y}
+    for part, y in parts.items():
+        if y is None:
+            continue
+        following = y[:, 1:].ravel()
+        out[part] = {
+            "uniform": math.log(n_bins),
+            "marginal": float(-np.log(marginal[following]).mean()),
+            "markov": float(-np.log(transitions[y[:, :-1].ravel(), following]).mean()),
+        }
+    return out
+
+
+def bins_leak_report(n_channels: int = 4, n_series: int = 512) -> dict[str, Any]:
+    """How much the public code's pooled bins (train + validation series) change the synthetic targets."""
+    train_only = synthetic_benchmark(n_channels=n_channels, n_series=n_series)
+    pooled = synthetic_benchmark(n_channels=n_channels, n_series=n_series, bins_fit="pooled")
+    return {
+        "edges_max_abs_diff": float(np.abs(train_only.binner.edges - pooled.binner.edges).max()),
+        "valid_targets_changed": float((train_only.valid_y != pooled.valid_y).mean()),
+        "train_targets_changed": float((train_only.train_y != pooled.train_y).mean()),
+        "baselines_train_bins": baseline_nlls(train_only),
+        "baselines_pooled_bins": baseline_nlls(pooled),
+    }
+
+
 # ---------------------------------------------------------------------------------------------------- probe
 
 
@@ -345,9 +388,11 @@ def run_audit(
         channels = [7]
     runs: list[dict[str, Any]] = []
     data_params = {}
+    baselines = {}
     for n_channels in channels:
         data = load_benchmark(benchmark, n_channels, bins_fit, split, data_path, n_series)
         data_params[n_channels] = data.params
+        baselines[str(n_channels)] = baseline_nlls(data)
         d_model, n_heads = (56, 7) if benchmark == "etth1" else (64, 4)
         for seed in seeds:
             for encoder in encoders:
@@ -402,6 +447,7 @@ def run_audit(
             "data": {str(k): v for k, v in data_params.items()},
         },
         "uniform_nll": math.log(n_bins),
+        "baselines": baselines,
         "table": summarise(runs, metric, reference, n_bins),
         "anchor": {f"{b}/C={c}": v for (b, c), v in ANCHOR.items() if b == benchmark},
         "runs": runs,
@@ -457,8 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_parser.add_argument("--reference", default="linear")
     report_parser.add_argument("--metric", help="valid_nll or test_nll (default: the files' metric)")
     given = list(sys.argv[1:] if argv is None else argv)
+    baselines_parser = sub.add_parser("baselines", help="model-free NLLs (uniform, marginal, markov), bins leak")
+    baselines_parser.add_argument("--out", type=Path, help="JSON path")
     argv = given
-    if not given or given[0] not in ("run", "report", "-h", "--help"):
+    if not given or given[0] not in ("run", "report", "baselines", "-h", "--help"):
         argv = ["run", *given]  # the verb is optional: `python -m evals.channel_audit --benchmark ...` runs
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -469,6 +517,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(format_table(merged["table"], ANCHOR, merged["benchmark"]))
+        return 0
+    if args.verb == "baselines":
+        try:
+            payload = {
+                "synthetic": {str(c): baseline_nlls(synthetic_benchmark(n_channels=c)) for c in (4, 8, 16)},
+                "synthetic_bins_leak": bins_leak_report(),
+                "etth1": {sp: baseline_nlls(etth1_benchmark(DEFAULT_ETTH1, split=sp)) for sp in ETTH1_SPLITS},
+            }
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        payload["command"] = " ".join(["python -m evals.channel_audit", *given])
+        payload["environment"] = environment()
+        if args.out:
+            write_json(args.out, payload)
+        print(json.dumps({k: v for k, v in payload.items() if k != "environment"}, indent=1))
         return 0
     torch.set_num_threads(args.threads)
     out = args.out or Path(f"channel_audit_{args.benchmark}.json")

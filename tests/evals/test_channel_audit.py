@@ -13,6 +13,7 @@ from scipy import stats
 
 from evals.channel_audit import (
     AuditError,
+    baseline_nlls,
     geometric_probe,
     main,
     merge_reports,
@@ -20,7 +21,7 @@ from evals.channel_audit import (
     summarise,
     train_one,
 )
-from recsys.data.channel_series import synthetic_benchmark
+from recsys.data.channel_series import ChannelSplit, QuantileBinner, synthetic_benchmark
 from recsys.models.channel_encoders import ChannelTransformer, ChannelTransformerConfig
 
 
@@ -101,3 +102,16 @@ def test_cli_end_to_end_and_report(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_cli_bad_encoder_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--encoders", "fourier", "--epochs", "1", "--out", "/nonexistent/x.json"]) == 2
     assert "error: --encoders: unknown fourier" in capsys.readouterr().err
+
+
+def test_baselines_by_hand() -> None:
+    y = np.array([[0, 1, 0, 1, 1]])
+    x = np.zeros((1, 5, 4), dtype=np.float32)
+    data = ChannelSplit("toy", x, y, x, y, binner=QuantileBinner(2))
+    out = baseline_nlls(data, smoothing=0.0)["valid"]
+    # training bins 0,1,0,1,1: marginal (2/5, 3/5); transitions 0->1 (2 of 2), 1->0 (1 of 2), 1->1 (1 of 2)
+    following = [1, 0, 1, 1]
+    marginal = {0: 0.4, 1: 0.6}
+    assert out["marginal"] == pytest.approx(-np.mean([math.log(marginal[b]) for b in following]))
+    assert out["markov"] == pytest.approx(-np.mean([math.log(1.0), math.log(0.5), math.log(1.0), math.log(0.5)]))
+    assert out["uniform"] == pytest.approx(math.log(2))
