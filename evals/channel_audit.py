@@ -419,7 +419,7 @@ def run_audit(
                         flush=True,
                     )
                 if partial is not None:
-                    write_json(partial, {"partial": True, "runs": runs})
+                    write_json(partial, {"partial": True, "benchmark": benchmark, "runs": runs})
     n_bins = 32
     metric = "test_nll" if benchmark == "etth1" else "valid_nll"
     report: dict[str, Any] = {
@@ -465,11 +465,12 @@ def merge_reports(paths: Sequence[Path], reference: str = "linear", metric: str 
             reports.append(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise AuditError(f"{path}: not a readable result file ({exc})") from exc
-    benchmarks = {r.get("benchmark") for r in reports}
+    runs = [run for r in reports for run in r["runs"]]
+    # partial files (written after every run) carry only the runs: ETTh1 runs are the ones with a test set
+    benchmarks = {r.get("benchmark") or ("etth1" if "test_nll" in r["runs"][0] else "synthetic") for r in reports}
     if len(benchmarks) != 1:
         raise AuditError(f"report: files mix benchmarks {sorted(map(str, benchmarks))}")
-    metric = metric or reports[0]["metric"]
-    runs = [run for r in reports for run in r["runs"]]
+    metric = metric or reports[0].get("metric") or ("test_nll" if "etth1" in benchmarks else "valid_nll")
     return {
         "benchmark": benchmarks.pop(),
         "metric": metric,
