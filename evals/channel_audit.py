@@ -476,6 +476,11 @@ def merge_reports(paths: Sequence[Path], reference: str = "linear", metric: str 
         "metric": metric,
         "files": [str(p) for p in paths],
         "table": summarise(runs, metric, reference, 32),
+        "sources": [
+            {k: r.get(k) for k in ("command", "environment", "protocol", "baselines", "partial") if k in r}
+            for r in reports
+        ],
+        "runs": runs,
     }
 
 
@@ -503,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report_parser.add_argument("files", nargs="+", type=Path)
     report_parser.add_argument("--reference", default="linear")
     report_parser.add_argument("--metric", help="valid_nll or test_nll (default: the files' metric)")
+    report_parser.add_argument("--out", type=Path, help="write the merged table and runs as JSON")
     given = list(sys.argv[1:] if argv is None else argv)
     baselines_parser = sub.add_parser("baselines", help="model-free NLLs (uniform, marginal, markov), bins leak")
     baselines_parser.add_argument("--out", type=Path, help="JSON path")
@@ -518,6 +524,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(format_table(merged["table"], ANCHOR, merged["benchmark"]))
+        if args.out:
+            merged["command"] = " ".join(["python -m evals.channel_audit", *given])
+            merged["environment"] = environment()
+            write_json(args.out, merged)
         return 0
     if args.verb == "baselines":
         try:
