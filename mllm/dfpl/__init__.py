@@ -1,0 +1,1 @@
+"""DFPL: image-tabular classification robust to missing modalities (shared/specific prototypes, PFA, CMA)."""
