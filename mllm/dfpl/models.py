@@ -302,6 +302,14 @@ def _attend(prototypes: torch.Tensor, tokens: torch.Tensor, temperature: float) 
     return torch.softmax(scores / temperature, dim=-1) @ tokens
 
 
+def soft_assign(
+    tokens: torch.Tensor, prototypes: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine (n, L, K) of each token to each prototype, and the token-to-prototype soft assignment."""
+    cos = torch.einsum("nld,kd->nlk", F.normalize(tokens, dim=-1), F.normalize(prototypes, dim=-1))
+    return cos, torch.softmax(cos / temperature, dim=-1)
+
+
 def _rowwise_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the rows in ``mask`` of a per-row quantity (0 when there are none)."""
     return x[mask].mean() if mask.any() else x.sum() * 0.0
@@ -389,8 +397,8 @@ class DFPL(MissingModalityClassifier):
                 (out["shared_tokens"][m], self.shared_prototypes),
                 (out["specific_tokens"][m], self.specific_prototypes[m]),
             ):
-                cos = torch.einsum("nld,kd->nlk", F.normalize(tokens, dim=-1), F.normalize(protos, dim=-1))
-                per_row = (torch.softmax(cos / tau, dim=-1) * (1.0 - cos)).sum(-1).mean(-1)
+                cos, assignment = soft_assign(tokens, protos, tau)
+                per_row = (assignment * (1.0 - cos)).sum(-1).mean(-1)
                 compact.append(_rowwise_mean(per_row, mask))
             cross = torch.einsum(
                 "nkd,njd->nkj", F.normalize(out["shared"][m], dim=-1), F.normalize(out["specific"][m], dim=-1)
