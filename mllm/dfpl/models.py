@@ -138,49 +138,42 @@ def _head(dim: int, num_classes: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(dim), nn.Dropout(dropout), nn.Linear(dim, num_classes))
 
 
-@register("image_only")
-class ImageOnly(MissingModalityClassifier):
-    """Reads only the image; rows without one get the training class prior."""
+class _Unimodal(MissingModalityClassifier):
+    """Reads only ``modality``; rows without it get the training class prior."""
 
     multimodal = False
+    modality = "image"
 
     def __init__(self, config, schema, image_shape, num_classes):
         super().__init__(config, schema, image_shape, num_classes)
         self.head = _head(config.dim, num_classes, config.dropout)
 
     def forward(self, batch):
-        mask = batch["image_mask"]
-        image = encode_present(self.image_encoder, batch["image"], mask, self.image_encoder.n_tokens, self.config.dim)
-        logits = torch.where(mask[:, None], self.head(_pool_image(image)), self.prior_logits(len(mask)))
-        return {"logits": logits}
+        mask = batch[f"{self.modality}_mask"]
+        if self.modality == "image":
+            encoder, inputs, pool = self.image_encoder, batch["image"], _pool_image
+        else:
+            encoder, inputs, pool = self.table_encoder, (batch["numeric"], batch["categorical"]), _pool_table
+        tokens = encode_present(encoder, inputs, mask, encoder.n_tokens, self.config.dim)
+        return {"logits": torch.where(mask[:, None], self.head(pool(tokens)), self.prior_logits(len(mask)))}
 
     def loss(self, batch):
-        ce = _masked_ce(self(batch)["logits"], batch["labels"], batch["image_mask"])
+        ce = _masked_ce(self(batch)["logits"], batch["labels"], batch[f"{self.modality}_mask"])
         return ce, {"ce": ce.detach()}
+
+
+@register("image_only")
+class ImageOnly(_Unimodal):
+    """Reads only the image; rows without one get the training class prior."""
+
+    modality = "image"
 
 
 @register("table_only")
-class TableOnly(MissingModalityClassifier):
+class TableOnly(_Unimodal):
     """Reads only the table; rows without one get the training class prior."""
 
-    multimodal = False
-
-    def __init__(self, config, schema, image_shape, num_classes):
-        super().__init__(config, schema, image_shape, num_classes)
-        self.head = _head(config.dim, num_classes, config.dropout)
-
-    def forward(self, batch):
-        mask = batch["table_mask"]
-        n_tokens = self.table_encoder.n_tokens
-        table = encode_present(
-            self.table_encoder, (batch["numeric"], batch["categorical"]), mask, n_tokens, self.config.dim
-        )
-        logits = torch.where(mask[:, None], self.head(_pool_table(table)), self.prior_logits(len(mask)))
-        return {"logits": logits}
-
-    def loss(self, batch):
-        ce = _masked_ce(self(batch)["logits"], batch["labels"], batch["table_mask"])
-        return ce, {"ce": ce.detach()}
+    modality = "table"
 
 
 @register("late_fusion")
