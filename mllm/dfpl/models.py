@@ -267,11 +267,10 @@ class ShaSpec(MissingModalityClassifier):
         fused = [torch.where(m, f, mean_shared) for f, m in zip(fused, masks, strict=True)]
         return {"logits": self.decoder(torch.cat(fused, dim=1)), "shared": shared, "specific": specific}
 
-    def loss(self, batch):
-        out = self(batch)
-        ce = F.cross_entropy(out["logits"], batch["labels"])
+    def aux_losses(self, out, batch) -> dict[str, torch.Tensor]:
+        """Distribution alignment of the shared features and domain classification of the specific ones."""
         both = batch["image_mask"] & batch["table_mask"]
-        dao = ce * 0.0
+        dao = out["logits"].sum() * 0.0
         if both.any():
             log_p = [F.log_softmax(r[both], dim=-1) for r in out["shared"]]
             dao = 0.5 * (
@@ -279,14 +278,18 @@ class ShaSpec(MissingModalityClassifier):
                 + F.kl_div(log_p[1], log_p[0], log_target=True, reduction="batchmean")
             )
         logits, targets = [], []
-        for modality, (s, mask) in enumerate(
-            zip(out["specific"], (batch["image_mask"], batch["table_mask"]), strict=True)
-        ):
+        masks = (batch["image_mask"], batch["table_mask"])
+        for modality, (s, mask) in enumerate(zip(out["specific"], masks, strict=True)):
             logits.append(self.domain(s[mask]))
             targets.append(torch.full((int(mask.sum()),), modality, dtype=torch.long, device=s.device))
-        dcl = F.cross_entropy(torch.cat(logits), torch.cat(targets))
-        total = ce + self.config.shaspec_dao_weight * dao + self.config.shaspec_dcl_weight * dcl
-        return total, {"ce": ce.detach(), "dao": dao.detach(), "dcl": dcl.detach()}
+        return {"dao": dao, "dcl": F.cross_entropy(torch.cat(logits), torch.cat(targets))}
+
+    def loss(self, batch):
+        out = self(batch)
+        ce = F.cross_entropy(out["logits"], batch["labels"])
+        aux = self.aux_losses(out, batch)
+        total = ce + self.config.shaspec_dao_weight * aux["dao"] + self.config.shaspec_dcl_weight * aux["dcl"]
+        return total, {"ce": ce.detach(), **{k: v.detach() for k, v in aux.items()}}
 
 
 def _attend(prototypes: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
