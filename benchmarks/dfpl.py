@@ -79,12 +79,13 @@ def constant_rows(train: MultimodalData, test: MultimodalData) -> dict[str, floa
 
 def run(args: argparse.Namespace) -> None:
     """Train every method for every replicate and (pattern, rate); append each result as it lands."""
-    name = f"dfpl_{args.dataset}"
+    name = f"dfpl_{args.dataset}" + (f"_{args.part}" if args.part else "")
     path = RESULTS_DIR / f"{name}.json"
     records = json.loads(path.read_text())["records"] if path.is_file() and not args.fresh else []
     done = {(r["method"], r["replicate"], r["train_pattern"], r["train_rate"]) for r in records}
     rates = [r for r in args.rates if r > 0]
-    train_settings = [("none", 0.0)] + [(p, r) for p in args.train_patterns for r in rates]
+    train_settings = [] if args.skip_complete else [("none", 0.0)]
+    train_settings += [(p, r) for p in args.train_patterns for r in rates]
     defaults = DEFAULTS[args.dataset]
     splits = {replicate: load_split(spec_for(args.dataset, replicate)) for replicate in args.replicates}
     # setting-major order: a run cut short still has every replicate of the settings it finished
@@ -156,9 +157,26 @@ def _table(records: list[dict], protocol: str, metric: str, methods: list[str]) 
                 if chosen and (rate > 0 or pattern == "image"):
                     values = [r[metric] for r in chosen]
                     label = "complete" if rate == 0 else f"{pattern[:3]}@{rate}"
-                    row[label] = f"{100 * np.mean(values):.1f}±{100 * np.std(values):.1f} (n={len(values)})"
+                    row[label] = f"{100 * np.mean(values):.1f}±{100 * np.std(values):.1f}"
+                    row["n"] = min(row.get("n", len(values)), len(values))
         rows.append(row)
     return rows
+
+
+def merged(dataset: str) -> tuple[dict, list[dict]]:
+    """The main result file of a dataset and the records of it and its parts, de-duplicated (first kept)."""
+    payload = json.loads((RESULTS_DIR / f"dfpl_{dataset}.json").read_text())
+    records, seen = [], set()
+    for path in [RESULTS_DIR / f"dfpl_{dataset}.json", *sorted(RESULTS_DIR.glob(f"dfpl_{dataset}_*.json"))]:
+        part = json.loads(path.read_text())
+        payload["constant"] = part.get("constant", {}) | payload.get("constant", {})
+        for record in part["records"]:
+            key = tuple(record[k] for k in ("method", "replicate", "train_pattern", "train_rate", "test_pattern",
+                                            "test_rate"))  # fmt: skip
+            if key not in seen:
+                seen.add(key)
+                records.append(record)
+    return payload, records
 
 
 def report(args: argparse.Namespace) -> None:
@@ -169,26 +187,34 @@ def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     datasets = [d for d in ("synthetic", "houses", "fashion") if (RESULTS_DIR / f"dfpl_{d}.json").is_file()]
+    markdown: list[str] = []
     fig, axes = plt.subplots(len(datasets), 3, figsize=(12, 3.2 * len(datasets)), squeeze=False)
     for i, dataset in enumerate(datasets):
-        payload = json.loads((RESULTS_DIR / f"dfpl_{dataset}.json").read_text())
-        records = payload["records"]
+        payload, records = merged(dataset)
         methods = [m for m in METHODS if any(r["method"] == m for r in records)]
         constant = np.mean([v["accuracy"] for v in payload["constant"].values()])
         for protocol in ("test", "train+test"):
             for metric in ("accuracy", "macro_f1"):
                 rows = _table(records, protocol, metric, methods)
-                columns = ["method", *sorted({c for r in rows for c in r if c != "method"}, key=_column_order)]
+                columns = [
+                    "method",
+                    *sorted({c for r in rows for c in r if c not in ("method", "n")}, key=_column_order),
+                ]
+                columns.append("n")
+                markdown.append(_markdown(rows, columns, f"{dataset}: {metric} (%), missing at {protocol}"))
                 print_table(rows, columns, title=f"\n{dataset}: {metric}, missing at {protocol} (constant acc "
                             f"{100 * constant:.1f})")  # fmt: skip
-        for j, pattern in enumerate(PATTERNS):
+        panels = (("image", "test"), ("table", "test"), ("mixed", "train+test"))
+        for j, (pattern, protocol) in enumerate(panels):
             ax = axes[i][j]
             for method in methods:
                 xs, ys = [], []
                 for rate in (0.0, 0.3, 0.5, 0.7):
+                    complete = [r for r in records if r["method"] == method and r["train_pattern"] == "none"]
                     if rate == 0.0:
-                        chosen = [r for r in records if r["method"] == method and r["train_pattern"] == "none"
-                                  and r["test_pattern"] == "none"]  # fmt: skip
+                        chosen = [r for r in complete if r["test_pattern"] == "none"]
+                    elif protocol == "test":
+                        chosen = [r for r in complete if r["test_pattern"] == pattern and r["test_rate"] == rate]
                     else:
                         chosen = [r for r in records if r["method"] == method and r["train_pattern"] == pattern
                                   and r["train_rate"] == rate]  # fmt: skip
@@ -198,7 +224,8 @@ def report(args: argparse.Namespace) -> None:
                 style = "-o" if method == "dfpl" else ("--" if method.startswith("dfpl") else ":")
                 ax.plot(xs, ys, style, label=method, linewidth=2.2 if method == "dfpl" else 1.2, markersize=3)
             ax.axhline(100 * constant, color="grey", linewidth=0.8)
-            ax.set_title(f"{dataset}: {pattern} missing (train+test)", fontsize=9)
+            ax.set_title(f"{dataset}: {pattern} missing at {protocol}", fontsize=9)
+            ax.set_xlim(-0.03, 0.73)
             ax.set_xlabel("missing rate", fontsize=8)
             ax.set_ylabel("accuracy %", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -207,6 +234,15 @@ def report(args: argparse.Namespace) -> None:
     PLOT.parent.mkdir(exist_ok=True)
     fig.savefig(PLOT, dpi=80)
     print(f"\nplot: {PLOT} ({PLOT.stat().st_size // 1024} KB)")
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(markdown))
+        print(f"markdown tables: {args.markdown}")
+
+
+def _markdown(rows: list[dict], columns: list[str], title: str) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _column_order(column: str) -> tuple[int, str]:
@@ -228,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--train-patterns", nargs="*", choices=PATTERNS, default=list(PATTERNS))
     run_parser.add_argument("--epochs", type=int, default=None)
     run_parser.add_argument("--fresh", action="store_true", help="ignore earlier results of this dataset")
-    sub.add_parser("report", help="print the tables and draw docs/dfpl_missing_rate.png")
+    run_parser.add_argument("--part", default="", help="write dfpl_<dataset>_<part>.json (a second process)")
+    run_parser.add_argument("--skip-complete", action="store_true", help="no complete-data training setting")
+    report_parser = sub.add_parser("report", help="print the tables and draw docs/dfpl_missing_rate.png")
+    report_parser.add_argument("--markdown", default="", help="also write the tables as markdown to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
