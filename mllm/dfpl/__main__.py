@@ -19,7 +19,7 @@ from mllm.dfpl.data import PATTERNS
 from mllm.dfpl.datasets import DATASETS, DataSpec, load_split
 from mllm.dfpl.errors import DfplError
 from mllm.dfpl.models import MODELS, ModelConfig, build_model
-from mllm.dfpl.train import TrainConfig, evaluate, fit, load_run, save_run
+from mllm.dfpl.train import TrainConfig, evaluate, fit, image_shape, load_run, save_run
 
 logger = logging.getLogger("mllm.dfpl")
 
@@ -65,9 +65,7 @@ def train_command(args: argparse.Namespace) -> dict:
     train, test = load_split(spec)
     name, model_config = model_for(args.model, model_config)
     torch.manual_seed(train_config.seed)
-    model = build_model(
-        name, model_config, train.schema, (train.image.shape[1], train.image.shape[-1]), train.num_classes
-    )
+    model = build_model(name, model_config, train.schema, image_shape(train, model_config), train.num_classes)
     history = fit(model, train, train_config, progress=True)
     metrics = {
         "complete": evaluate(model, test, 0.0, "none", train_config.seed),
@@ -94,9 +92,7 @@ def eval_command(args: argparse.Namespace) -> dict:
     model_config = ModelConfig(**record["model_config"])
     train, test = load_split(spec)
     name, model_config = model_for(record["model"], model_config)
-    model = build_model(
-        name, model_config, train.schema, (train.image.shape[1], train.image.shape[-1]), train.num_classes
-    )
+    model = build_model(name, model_config, train.schema, image_shape(train, model_config), train.num_classes)
     model.load_state_dict(state)
     return {
         "run": args.run,
@@ -131,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = train_command(args) if args.verb == "train" else eval_command(args)
-    except (DfplError, TypeError) as exc:
+    except DfplError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))

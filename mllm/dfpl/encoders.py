@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mllm.dfpl.data import TableSchema
+from mllm.dfpl.errors import DfplError
 from mllm.dfpl.features import EfficientNetTokens
 
 
@@ -72,7 +73,7 @@ class TabularEncoder(nn.Module):
             self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(dim)
         else:
-            raise ValueError(f"tabular encoder kind {kind!r}: use 'transformer' or 'mlp'")
+            raise DfplError(f"tabular encoder kind {kind!r}: use 'transformer' or 'mlp'")
 
     def forward(self, numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """(n, p) standardised numeric and (n, q) codes -> (n, n_tokens, dim)."""

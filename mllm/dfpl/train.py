@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from mllm.dfpl.data import MultimodalData, missing_masks
 from mllm.dfpl.errors import DfplError
+from mllm.dfpl.features import FEATURE_DIM
 from mllm.dfpl.models import MissingModalityClassifier, ModelConfig, build_model
 
 logger = logging.getLogger(__name__)
@@ -136,20 +137,27 @@ def evaluate(
     return scores(data.labels, predict(model, data, image_mask, table_mask))
 
 
+def image_shape(data: MultimodalData, model_config: ModelConfig) -> tuple[int, int]:
+    """(tokens, width) of the image encoder's input: cached features (n, L, D), or pixels (n, P, 3, H, W) when
+    fine-tuning (P photos x grid^2 regions of 1280-d)."""
+    if not model_config.finetune_image:
+        if data.image.ndim != 3:
+            raise DfplError(f"image inputs of shape {data.image.shape}: cached features must be (n, tokens, dim)")
+        return data.image.shape[1], data.image.shape[2]
+    if data.image.ndim != 5:
+        raise DfplError(
+            f"fine-tuning needs pixel inputs (n, photos, 3, H, W), got {data.image.shape}: the data sets here "
+            "hold cached features; build MultimodalData with pixels (mllm.dfpl.features.to_pixels) to fine-tune"
+        )
+    return data.image.shape[1] * model_config.image_grid**2, FEATURE_DIM
+
+
 def train_model(
     name: str, data: MultimodalData, model_config: ModelConfig, train_config: TrainConfig, progress: bool = False
 ) -> MissingModalityClassifier:
     """Build model ``name`` for ``data``'s shapes, seeded by ``train_config.seed``, and fit it."""
     torch.manual_seed(train_config.seed)
-    image_shape = (
-        (data.image.shape[1], data.image.shape[-1])
-        if not model_config.finetune_image
-        else (
-            data.image.shape[1] * model_config.image_grid**2,
-            1280,
-        )
-    )
-    model = build_model(name, model_config, data.schema, image_shape, data.num_classes)
+    model = build_model(name, model_config, data.schema, image_shape(data, model_config), data.num_classes)
     fit(model, data, train_config, progress=progress)
     return model
 

@@ -156,3 +156,9 @@ def test_cli_train_then_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert evaluated["accuracy"] == pytest.approx(trained["complete"]["accuracy"])
     assert main(["eval", "--run", str(tmp_path / "nothing")]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_cli_refuses_fine_tuning_on_cached_features(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["train", "--data", "synthetic", "--synthetic-n", "60", "--finetune-image", "true", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "fine-tuning needs pixel inputs" in capsys.readouterr().err
