@@ -1,0 +1,279 @@
+"""DFPL robustness benchmark: accuracy and macro-F1 under missing image / table / mixed inputs.
+
+    python benchmarks/dfpl.py run --dataset synthetic --seeds 0 1 2
+    python benchmarks/dfpl.py run --dataset houses --folds 0 1 2 3 4
+    python benchmarks/dfpl.py run --dataset fashion --seeds 0 1 2
+    python benchmarks/dfpl.py report          # tables + docs/dfpl_missing_rate.png
+
+Two protocols per (pattern, rate): "test" = trained on complete data, the share ``rate`` of test samples
+loses the ``pattern`` modality; "train+test" = the same share is missing at training and at test time (each
+from its own seeded mask). Every completed training is written at once to
+``benchmarks/results/dfpl_<dataset>.json`` (atomic), so a restarted run skips what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS_DIR, print_table, write_results
+from mllm.dfpl.__main__ import model_for
+from mllm.dfpl.data import MultimodalData
+from mllm.dfpl.datasets import DataSpec, load_split
+from mllm.dfpl.models import ModelConfig
+from mllm.dfpl.train import TrainConfig, evaluate, scores, train_model
+
+METHODS = (
+    "dfpl",
+    "dfpl_no_sspm",
+    "dfpl_no_pfa",
+    "dfpl_no_cma",
+    "shaspec",
+    "early_concat",
+    "late_fusion",
+    "image_only",
+    "table_only",
+)
+PATTERNS = ("image", "table", "mixed")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULTS = {
+    "synthetic": {"epochs": 15, "batch_size": 64},
+    "houses": {"epochs": 30, "batch_size": 64},
+    "fashion": {"epochs": 12, "batch_size": 128},
+}
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "dfpl_missing_rate.png"
+
+
+def spec_for(dataset: str, replicate: int) -> DataSpec:
+    """The data spec of one replicate: a seed (synthetic, fashion) or a fold of repeat 0 (houses)."""
+    if dataset == "houses":
+        return DataSpec(name="houses", path=str(SHARED / "houses_ahmed2016"), fold=replicate, folds=5, repeat=0)
+    if dataset == "fashion":
+        return DataSpec(
+            name="fashion",
+            path=str(SHARED / "fashion_mnist"),
+            split_seed=replicate,
+            train_per_class=150,
+            test_per_class=100,
+        )
+    return DataSpec(name="synthetic", synthetic_n=800, split_seed=replicate)
+
+
+def constant_rows(train: MultimodalData, test: MultimodalData) -> dict[str, float]:
+    """The sceptic's baseline: always the most frequent training class."""
+    majority = np.bincount(train.labels, minlength=train.num_classes).argmax()
+    logits = np.zeros((len(test), train.num_classes))
+    logits[:, majority] = 1.0
+    return scores(test.labels, logits)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train every method for every replicate and (pattern, rate); append each result as it lands."""
+    name = f"dfpl_{args.dataset}" + (f"_{args.part}" if args.part else "")
+    path = RESULTS_DIR / f"{name}.json"
+    records = json.loads(path.read_text())["records"] if path.is_file() and not args.fresh else []
+    done = {(r["method"], r["replicate"], r["train_pattern"], r["train_rate"]) for r in records}
+    rates = [r for r in args.rates if r > 0]
+    train_settings = [] if args.skip_complete else [("none", 0.0)]
+    train_settings += [(p, r) for p in args.train_patterns for r in rates]
+    defaults = DEFAULTS[args.dataset]
+    splits = {replicate: load_split(spec_for(args.dataset, replicate)) for replicate in args.replicates}
+    # setting-major order: a run cut short still has every replicate of the settings it finished
+    for train_pattern, train_rate in train_settings:
+        for replicate in args.replicates:
+            train, test = splits[replicate]
+            for method in args.methods:
+                key = (method, replicate, train_pattern, train_rate)
+                if key in done:
+                    continue
+                config = TrainConfig(
+                    epochs=args.epochs or defaults["epochs"],
+                    batch_size=defaults["batch_size"],
+                    seed=replicate,
+                    train_missing_rate=train_rate,
+                    train_missing_pattern=train_pattern,
+                )
+                model_name, model_config = model_for(method, ModelConfig())
+                start = time.process_time()
+                model = train_model(model_name, train, model_config, config)
+                seconds = time.process_time() - start
+                tests = [("none", 0.0)] + [(p, r) for p in PATTERNS for r in rates]
+                if train_pattern != "none":
+                    tests = [(train_pattern, train_rate)]
+                for test_pattern, test_rate in tests:
+                    metrics = evaluate(model, test, test_rate, test_pattern, seed=1000 + replicate)
+                    records.append(
+                        {
+                            "method": method,
+                            "replicate": replicate,
+                            "train_pattern": train_pattern,
+                            "train_rate": train_rate,
+                            "test_pattern": test_pattern,
+                            "test_rate": test_rate,
+                            **metrics,
+                            "train_cpu_seconds": round(seconds, 2),
+                        }
+                    )
+                done.add(key)
+                logging.info("%s %s rep %d train %s@%.1f: %.1f s", args.dataset, method, replicate, train_pattern,
+                             train_rate, seconds)  # fmt: skip
+                payload = {
+                    "dataset": args.dataset,
+                    "protocol": "test: complete training, seeded missing test inputs; train+test: same rate missing "
+                    "in training (mask seed = replicate) and test (mask seed = 1000 + replicate)",
+                    "replicates": "houses: folds of one 5-fold stratified split (repeat 0); others: seeds",
+                    "train_config": dataclasses.asdict(config) | {"seed": "replicate"},
+                    "model_config": dataclasses.asdict(ModelConfig()),
+                    "constant": {str(replicate): constant_rows(train, test)}
+                    | (json.loads(path.read_text()).get("constant", {}) if path.is_file() else {}),
+                    "records": records,
+                }
+                write_results(name, payload)
+
+
+def _table(records: list[dict], protocol: str, metric: str, methods: list[str]) -> list[dict]:
+    rows = []
+    for method in methods:
+        row = {"method": method}
+        for pattern in PATTERNS:
+            for rate in (0.0, 0.3, 0.5, 0.7):
+                if protocol == "test" or rate == 0.0:
+                    test_pattern = "none" if rate == 0 else pattern
+                    chosen = [r for r in records if r["method"] == method and r["train_pattern"] == "none"
+                              and r["test_pattern"] == test_pattern and r["test_rate"] == rate]  # fmt: skip
+                else:
+                    chosen = [r for r in records if r["method"] == method and r["train_pattern"] == pattern
+                              and r["train_rate"] == rate]  # fmt: skip
+                if chosen and (rate > 0 or pattern == "image"):
+                    values = [r[metric] for r in chosen]
+                    label = "complete" if rate == 0 else f"{pattern[:3]}@{rate}"
+                    row[label] = f"{100 * np.mean(values):.1f}±{100 * np.std(values):.1f}"
+                    row["n"] = min(row.get("n", len(values)), len(values))
+        rows.append(row)
+    return rows
+
+
+def merged(dataset: str) -> tuple[dict, list[dict]]:
+    """The main result file of a dataset and the records of it and its parts, de-duplicated (first kept)."""
+    payload = json.loads((RESULTS_DIR / f"dfpl_{dataset}.json").read_text())
+    records, seen = [], set()
+    for path in [RESULTS_DIR / f"dfpl_{dataset}.json", *sorted(RESULTS_DIR.glob(f"dfpl_{dataset}_*.json"))]:
+        part = json.loads(path.read_text())
+        payload["constant"] = part.get("constant", {}) | payload.get("constant", {})
+        for record in part["records"]:
+            key = tuple(record[k] for k in ("method", "replicate", "train_pattern", "train_rate", "test_pattern",
+                                            "test_rate"))  # fmt: skip
+            if key not in seen:
+                seen.add(key)
+                records.append(record)
+    return payload, records
+
+
+def report(args: argparse.Namespace) -> None:
+    """Print the robustness tables of every dataset run so far and draw accuracy against missing rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in ("synthetic", "houses", "fashion") if (RESULTS_DIR / f"dfpl_{d}.json").is_file()]
+    markdown: list[str] = []
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(12, 3.2 * len(datasets)), squeeze=False)
+    for i, dataset in enumerate(datasets):
+        payload, records = merged(dataset)
+        methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+        constant = np.mean([v["accuracy"] for v in payload["constant"].values()])
+        for protocol in ("test", "train+test"):
+            for metric in ("accuracy", "macro_f1"):
+                rows = _table(records, protocol, metric, methods)
+                columns = [
+                    "method",
+                    *sorted({c for r in rows for c in r if c not in ("method", "n")}, key=_column_order),
+                ]
+                columns.append("n")
+                markdown.append(_markdown(rows, columns, f"{dataset}: {metric} (%), missing at {protocol}"))
+                print_table(rows, columns, title=f"\n{dataset}: {metric}, missing at {protocol} (constant acc "
+                            f"{100 * constant:.1f})")  # fmt: skip
+        panels = (("image", "test"), ("table", "test"), ("mixed", "train+test"))
+        for j, (pattern, protocol) in enumerate(panels):
+            ax = axes[i][j]
+            for method in methods:
+                xs, ys = [], []
+                for rate in (0.0, 0.3, 0.5, 0.7):
+                    complete = [r for r in records if r["method"] == method and r["train_pattern"] == "none"]
+                    if rate == 0.0:
+                        chosen = [r for r in complete if r["test_pattern"] == "none"]
+                    elif protocol == "test":
+                        chosen = [r for r in complete if r["test_pattern"] == pattern and r["test_rate"] == rate]
+                    else:
+                        chosen = [r for r in records if r["method"] == method and r["train_pattern"] == pattern
+                                  and r["train_rate"] == rate]  # fmt: skip
+                    if chosen:
+                        xs.append(rate)
+                        ys.append(100 * np.mean([r["accuracy"] for r in chosen]))
+                style = "-o" if method == "dfpl" else ("--" if method.startswith("dfpl") else ":")
+                ax.plot(xs, ys, style, label=method, linewidth=2.2 if method == "dfpl" else 1.2, markersize=3)
+            ax.axhline(100 * constant, color="grey", linewidth=0.8)
+            ax.set_title(f"{dataset}: {pattern} missing at {protocol}", fontsize=9)
+            ax.set_xlim(-0.03, 0.73)
+            ax.set_xlabel("missing rate", fontsize=8)
+            ax.set_ylabel("accuracy %", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    PLOT.parent.mkdir(exist_ok=True)
+    fig.savefig(PLOT, dpi=80)
+    print(f"\nplot: {PLOT} ({PLOT.stat().st_size // 1024} KB)")
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(markdown))
+        print(f"markdown tables: {args.markdown}")
+
+
+def _markdown(rows: list[dict], columns: list[str], title: str) -> str:
+    lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _column_order(column: str) -> tuple[int, str]:
+    return (
+        (0, column)
+        if column == "complete"
+        else (1 + PATTERNS.index({"ima": "image", "tab": "table", "mix": "mixed"}[column[:3]]), column)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    run_parser = sub.add_parser("run", help="train and evaluate; results go to benchmarks/results/dfpl_<dataset>.json")
+    run_parser.add_argument("--dataset", choices=sorted(DEFAULTS), required=True)
+    run_parser.add_argument("--replicates", "--seeds", "--folds", type=int, nargs="+", default=[0, 1, 2])
+    run_parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    run_parser.add_argument("--rates", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    run_parser.add_argument("--train-patterns", nargs="*", choices=PATTERNS, default=list(PATTERNS))
+    run_parser.add_argument("--epochs", type=int, default=None)
+    run_parser.add_argument("--fresh", action="store_true", help="ignore earlier results of this dataset")
+    run_parser.add_argument("--part", default="", help="write dfpl_<dataset>_<part>.json (a second process)")
+    run_parser.add_argument("--skip-complete", action="store_true", help="no complete-data training setting")
+    report_parser = sub.add_parser("report", help="print the tables and draw docs/dfpl_missing_rate.png")
+    report_parser.add_argument("--markdown", default="", help="also write the tables as markdown to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    run(args) if args.verb == "run" else report(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
