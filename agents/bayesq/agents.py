@@ -59,8 +59,12 @@ class DeepSeaLayout:
         pc = cols[:, None] - shift[None, :]  # predecessor through slot j sits at column c - (j - 1)
         self.pred_state = np.where((pc >= 0) & (pc < N) & (rows[:, None] > 0), (rows[:, None] - 1) * N + pc, S)
         # Gibbs colours: rows alternate (own and predecessor factors link consecutive rows) and columns alternate
-        # (the two successors of a stochastic "right", columns c and c + 1, share one factor)
-        self.color_groups = [np.flatnonzero((rows % 2 == p) & (cols % 2 == q)) for p in (0, 1) for q in (0, 1)]
+        # (the two successors of a stochastic "right", columns c and c + 1, share one factor). Cells right of the
+        # diagonal are unreachable from (0, 0): no factor ever involves them, so they are not swept.
+        reachable = cols <= rows
+        self.color_groups = [
+            np.flatnonzero(reachable & (rows % 2 == p) & (cols % 2 == q)) for p in (0, 1) for q in (0, 1)
+        ]
         self.row_states = [np.arange(r * N, (r + 1) * N) for r in range(N)]
 
     def slot(self, s: np.ndarray, s2: np.ndarray) -> np.ndarray:

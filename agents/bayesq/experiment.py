@@ -316,7 +316,7 @@ def improper_mass_study(
         draws = sample_langevin(post, n_samples, rng, n_chains=4, warmup=2000, thin=5)
         row["langevin_improper_mass"] = rule_mass(draws, support)
         if nuts:
-            draws = sample_nuts(post, n_samples, seed=seed, warmup=500)
+            draws = sample_nuts(post, n_samples, seed=seed, warmup=300)
             row["nuts_improper_mass"] = rule_mass(draws, support)
         rows.append(row)
     n_improper = sum(not is_proper(support, r) for r in exact.rules)
