@@ -185,6 +185,9 @@ def main() -> None:
     rp.add_argument("--write", action="store_true", help="also write bayesq_sweep.json from a partial sweep")
     rp.set_defaults(func=_report)
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # NUTS works on tensors of a few dozen numbers; more threads only contend
     args.func(args)
 
 

@@ -143,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.verb in ("calibrate", "improper"):
+        import torch
+
+        torch.set_num_threads(1)  # NUTS works on tensors of a few dozen numbers; more threads only contend
     try:
         if args.verb != "sweep" and getattr(args, "episodes", 1) < 1:
             raise BayesQError(f"--episodes {args.episodes}: must be >= 1")

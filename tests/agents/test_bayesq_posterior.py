@@ -151,6 +151,9 @@ def test_gibbs_refuses_self_loops() -> None:
 
 @pytest.mark.slow
 def test_nuts_agrees_with_the_exact_probabilities_and_flags_improper_rules() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # tiny tensors: more threads only contend
     post, support = _tiny()
     exact = exact_rule_posterior(post, support=support)
     draws = sample_nuts(post, 200, seed=0, warmup=100, max_tree_depth=4)
