@@ -32,6 +32,8 @@ from agents.bayesq.experiment import (
 from benchmarks.common import RESULTS_DIR, print_table, write_results
 
 RUNS_FILE = RESULTS_DIR / "bayesq_sweep_runs.json"
+# runs of the same protocol made by a second process (``python -m agents.bayesq sweep --out ...``), merged by report
+EXTRA_RUNS_FILES = (RESULTS_DIR / "bayesq_sweep_runs_large.json",)
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
 
@@ -144,6 +146,9 @@ def _calibrate(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     runs = json.loads(RUNS_FILE.read_text())["runs"]
+    for extra in EXTRA_RUNS_FILES:
+        if extra.exists():
+            runs += json.loads(extra.read_text())["runs"]
     summary = _report_sweep(runs)
     _plot(summary, PLOT)
     if args.write:

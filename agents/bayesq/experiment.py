@@ -212,6 +212,7 @@ def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     np.median([e if e is not None else r["episodes"] for e, r in zip(first, these, strict=True)])
                 ),
                 "mean_total_regret": float(np.mean([r["total_regret"] for r in these])),
+                "mean_treasure_share": float(np.mean([r["treasure_episodes"] / r["episodes"] for r in these])),
             }
         out.append(
             {
