@@ -1,0 +1,11 @@
+"""Errors of the Bayesian Q* package; messages name the argument or field at fault."""
+
+from __future__ import annotations
+
+
+class BayesQError(Exception):
+    """Base class of Bayesian Q* errors."""
+
+
+class BayesQConfigError(BayesQError, ValueError):
+    """An argument (size, method, noise scale, sweep range ...) is invalid; the message names it."""

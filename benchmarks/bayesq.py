@@ -1,0 +1,200 @@
+"""Bayesian Q* benchmark: Deep Sea size sweep (bsuite's score), improper-rule mass, and SSP calibration.
+
+Verbs (each one calls the library in ``agents.bayesq``; the sweep is resumable, so it can be stopped and rerun):
+
+    python benchmarks/bayesq.py sweep --sizes 10:50:2 --seeds 5 --episodes 1000 --episodes-per-size 25
+    python benchmarks/bayesq.py improper
+    python benchmarks/bayesq.py calibrate
+    python benchmarks/bayesq.py report      # tables + docs/bayesq_sample_efficiency.png from the result files
+
+``sweep`` writes ``benchmarks/results/bayesq_sweep_runs.json`` (every run, rewritten after each size x variant x
+method) and, when it finishes, ``benchmarks/results/bayesq_sweep.json`` through ``write_results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.bayesq.agents import METHODS
+from agents.bayesq.experiment import (
+    calibration_study,
+    improper_mass_study,
+    parse_sizes,
+    summarise_sweep,
+    sweep_deep_sea,
+)
+from benchmarks.common import RESULTS_DIR, print_table, write_results
+
+RUNS_FILE = RESULTS_DIR / "bayesq_sweep_runs.json"
+# runs of the same protocol made by a second process (``python -m agents.bayesq sweep --out ...``), merged by report
+EXTRA_RUNS_FILES = (RESULTS_DIR / "bayesq_sweep_runs_large.json",)
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    sizes = parse_sizes(args.sizes)
+    result = sweep_deep_sea(
+        args.methods.split(","),
+        sizes,
+        list(range(args.seeds)),
+        args.variants.split(","),
+        cap=args.episodes,
+        per_size=args.episodes_per_size,
+        out=RUNS_FILE,
+    )
+    payload = {
+        "protocol": {
+            "sizes": sizes,
+            "seeds": args.seeds,
+            "episode_cap": args.episodes,
+            "episodes_per_size": args.episodes_per_size,
+            "variants": args.variants.split(","),
+        },
+        "summary": result["summary"],
+    }
+    write_results("bayesq_sweep", payload)
+    _report_sweep(result["runs"])
+
+
+def _report_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    summary = summarise_sweep(runs)
+    rows = []
+    for s in summary:
+        sizes = sorted(int(n) for n in s["per_size"])
+        rows.append(
+            {
+                "env": s["env"],
+                "method": s["method"],
+                "seeds": s["seeds"],
+                "sizes": f"{sizes[0]}-{sizes[-1]}",
+                "bsuite_score": s["bsuite_score_mean"],
+                **{
+                    f"solved@N={n}": s["per_size"][str(n)]["median_solved_at"]
+                    for n in (10, 20, 30, 40, 50)
+                    if str(n) in s["per_size"]
+                },
+            }
+        )
+    print_table(rows, list(rows[0]) if rows else [], title="Deep Sea: bsuite score and median episode solved")
+    return summary
+
+
+def _plot(summary: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({s["env"] for s in summary})
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for s in (x for x in summary if x["env"] == env):
+            sizes = sorted(int(n) for n in s["per_size"])
+            med = [s["per_size"][str(n)]["median_solved_at"] for n in sizes]
+            share = [s["per_size"][str(n)]["solved_share"] for n in sizes]
+            (line,) = ax.plot(sizes, med, marker="o", ms=3, label=s["method"])
+            for n, m, sh in zip(sizes, med, share, strict=True):
+                if sh < 0.5:  # the median run did not solve: the point is the cap (a lower bound)
+                    ax.plot([n], [m], marker="x", color=line.get_color(), ms=7)
+        all_caps = sorted(
+            {(int(n), v["episodes_cap"]) for s in summary if s["env"] == env for n, v in s["per_size"].items()}
+        )
+        ax.plot([n for n, _ in all_caps], [c for _, c in all_caps], "k--", lw=1, label="episode cap")
+        ax.set_yscale("log")
+        ax.set_xlabel("Deep Sea size N")
+        ax.set_ylabel("median episode solved (bsuite criterion)")
+        ax.set_title(env + " (x: median run unsolved, = cap)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def _improper(args: argparse.Namespace) -> None:
+    sds = [float(x) for x in args.noise_sds.split(",")]
+    result = improper_mass_study(sds, args.seed, n_states=args.states, n_samples=args.samples, nuts=not args.no_nuts)
+    write_results("bayesq_improper", result)
+    print_table(result["rows"], list(result["rows"][0]), title="posterior mass on improper decision rules")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    results = {}
+    for transitions in ("deterministic", "stochastic"):
+        results[transitions] = calibration_study(
+            args.problems,
+            args.states,
+            [int(v) for v in args.visits.split(",")],
+            args.seed,
+            reward_sd=args.reward_sd,
+            sampler=args.sampler,
+            n_samples=args.samples,
+            deterministic=transitions == "deterministic",
+        )
+        print_table(
+            results[transitions]["rows"],
+            ["visits", "level", "coverage", "mean_width", "n_values"],
+            title=f"credible-interval coverage of Q* ({transitions} transitions, {args.sampler})",
+        )
+    write_results(f"bayesq_calibration_{args.sampler}", results)
+
+
+def _report(args: argparse.Namespace) -> None:
+    runs = json.loads(RUNS_FILE.read_text())["runs"]
+    for extra in EXTRA_RUNS_FILES:
+        if extra.exists():
+            runs += json.loads(extra.read_text())["runs"]
+    summary = _report_sweep(runs)
+    _plot(summary, PLOT)
+    if args.write:
+        write_results(
+            "bayesq_sweep", {"protocol": {"from": str(RUNS_FILE.name), "runs": len(runs)}, "summary": summary}
+        )
+    print(f"plot: {PLOT}")
+
+
+def main() -> None:
+    """Parse the verb and run it."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    sw = sub.add_parser("sweep")
+    sw.add_argument("--methods", default=",".join(METHODS))
+    sw.add_argument("--sizes", default="10:50:2")
+    sw.add_argument("--seeds", type=int, default=10)
+    sw.add_argument("--variants", default="deepsea,deepsea-stochastic")
+    sw.add_argument("--episodes", type=int, default=1000)
+    sw.add_argument("--episodes-per-size", type=int, default=25)
+    sw.set_defaults(func=_sweep)
+    im = sub.add_parser("improper")
+    im.add_argument("--noise-sds", default="1.0,0.5,0.3,0.2,0.1,0.05")
+    im.add_argument("--states", type=int, default=4)
+    im.add_argument("--samples", type=int, default=400)
+    im.add_argument("--seed", type=int, default=0)
+    im.add_argument("--no-nuts", action="store_true")
+    im.set_defaults(func=_improper)
+    ca = sub.add_parser("calibrate")
+    ca.add_argument("--problems", type=int, default=20)
+    ca.add_argument("--states", type=int, default=5)
+    ca.add_argument("--visits", default="2,10,50")
+    ca.add_argument("--reward-sd", type=float, default=0.3)
+    ca.add_argument("--sampler", choices=("langevin", "nuts"), default="langevin")
+    ca.add_argument("--samples", type=int, default=1000)
+    ca.add_argument("--seed", type=int, default=0)
+    ca.set_defaults(func=_calibrate)
+    rp = sub.add_parser("report")
+    rp.add_argument("--write", action="store_true", help="also write bayesq_sweep.json from a partial sweep")
+    rp.set_defaults(func=_report)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # NUTS works on tensors of a few dozen numbers; more threads only contend
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Deep Sea agents, bsuite's solved criterion and score, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents.bayesq.__main__ import main
+from agents.bayesq.agents import METHODS, AgentConfig, DeepSeaLayout
+from agents.bayesq.errors import BayesQConfigError
+from agents.bayesq.experiment import deep_sea_score, parse_sizes, run_deep_sea, solved_at_episode, sweep_deep_sea
+
+
+def test_solved_at_episode_is_bsuites_first_episode_below_0_8_bad() -> None:
+    assert solved_at_episode(np.array([1, 1, 0, 0, 0], bool)) == 3  # 2/3 < 0.8 at episode 3
+    assert solved_at_episode(np.array([1, 1, 1, 1, 0], bool)) is None  # 4/5 = 0.8 is not below
+    assert solved_at_episode(np.array([0, 1], bool)) == 1
+
+
+def test_deep_sea_score_counts_sizes_solved_before_2_to_the_n_plus_100() -> None:
+    assert deep_sea_score({10: 50, 12: None}) == 0.5
+    assert deep_sea_score({10: 1124}) == 0.0 and deep_sea_score({10: 1123}) == 1.0
+    assert deep_sea_score({}) == 0.0
+
+
+def test_layout_slots_and_predecessors() -> None:
+    lay = DeepSeaLayout(4)
+    assert lay.next_state[0].tolist() == [16, 4, 5]  # from (0, 0): column -1 is invalid, then (1, 0), (1, 1)
+    assert (lay.next_state[12:16] == 16).all()  # last row ends the episode
+    assert lay.pred_state[5].tolist() == [2, 1, 0]  # (1, 1) is reached from (0, 2) left, (0, 1) stay, (0, 0) right
+    assert lay.slot(np.array([0, 5, 13]), np.array([5, 8, 16])).tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_reports_the_summary(method: str) -> None:
+    rows = run_deep_sea(method, 6, 30, [0, 1])
+    assert [r["seed"] for r in rows] == [0, 1]
+    for r in rows:
+        assert {"episodes_to_first_treasure", "solved_at_episode", "total_regret", "mean_return"} <= set(r)
+        assert r["optimal_value"] == pytest.approx(0.99)
+        assert r["total_regret"] >= -1e-9  # the denoised return never beats Q*(start) on the deterministic sea
+        assert r["treasure_episodes"] == 30 - r["total_bad_episodes"]  # deterministic: not bad <=> treasure
+
+
+def test_deep_exploration_separates_thompson_methods_from_dithering() -> None:
+    """On N = 8 RLSVI and Bayesian Q* (50 Gibbs sweeps per episode) find the treasure within 100 episodes and then
+    keep returning to it; epsilon-greedy Q-learning (about 2^-8 per episode) rarely gets there."""
+    thompson = run_deep_sea("rlsvi", 8, 100, [0, 1, 2]) + run_deep_sea(
+        "bayes-q", 8, 100, [0, 1, 2], config=AgentConfig(gibbs_sweeps=50)
+    )
+    assert all(r["episodes_to_first_treasure"] is not None for r in thompson)
+    assert all(r["treasure_episodes"] >= 20 for r in thompson)
+    eps = run_deep_sea("eps-greedy", 8, 100, [0, 1, 2])
+    assert all(r["treasure_episodes"] <= 3 for r in eps)
+
+
+def test_stochastic_variant_runs_with_its_own_optimum() -> None:
+    (row,) = run_deep_sea("rlsvi", 6, 20, [4], stochastic=True)
+    assert row["env"] == "deepsea-stochastic"
+    assert row["bsuite_optimal_return"] == pytest.approx((1 - 1 / 6) ** 5 - 0.01)
+    assert row["optimal_value"] >= row["bsuite_optimal_return"]
+
+
+def test_sweep_resumes_from_its_file(tmp_path) -> None:
+    out = tmp_path / "sweep.json"
+    first = sweep_deep_sea(["eps-greedy"], [4, 6], [0, 1], ["deepsea"], cap=5, out=out)
+    assert len(first["runs"]) == 4 and out.exists()
+    again = sweep_deep_sea(["eps-greedy"], [4, 6], [0, 1, 2], ["deepsea"], cap=5, out=out)
+    assert len(again["runs"]) == 6  # only seed 2 was new
+    (summary,) = again["summary"]
+    assert summary["seeds"] == 3 and set(summary["per_size"]) == {"4", "6"}
+    assert parse_sizes("10:50:2") == list(range(10, 51, 2)) and parse_sizes("4,6") == [4, 6]
+    with pytest.raises(BayesQConfigError, match="--sizes"):
+        parse_sizes("ten")
+
+
+def test_cli_run_prints_the_issue_keys_and_writes_out(tmp_path, capsys) -> None:
+    out = tmp_path / "run.json"
+    code = main(
+        [
+            "run",
+            "--env",
+            "deepsea",
+            "--size",
+            "6",
+            "--method",
+            "rlsvi",
+            "--episodes",
+            "20",
+            "--seed",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    for key in ("episodes_to_first_treasure", "solved_at_episode", "total_regret", "mean_return"):
+        assert key in printed
+
+
+def test_cli_rejects_bad_input_with_one_line(capsys) -> None:
+    assert main(["run", "--size", "1", "--episodes", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --size") and "\n" not in err
+    assert main(["sweep", "--methods", "nope", "--out", "x.json"]) == 2
