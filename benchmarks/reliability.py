@@ -20,6 +20,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -266,11 +267,12 @@ def _readers(workdir: Path) -> dict[str, tuple[str, list[str], str | None, str, 
     reference = (REPO_ROOT.parent / "shared" / "data" / "carbon_catalogue" / "product_level.csv").read_text()
     ref_lines = reference.splitlines()
 
-    def catalogue_rows(path: Path) -> int:
-        """Items read plus the good rows a reject names (an unclosed quote's span): rows accounted for."""
+    def catalogue_rows(path: Path) -> tuple[int, int]:
+        """(items read plus the good rows a reject names (an unclosed quote's span), rows rejected by line)."""
         catalogue = read_catalogue(path)
         spans = [re.search(r"lines (\d+)-(\d+) were read as one row", r.error) for r in catalogue.rejects]
-        return len(catalogue.items) + sum(int(m[2]) - int(m[1]) for m in spans if m)
+        named = sum(1 for r in catalogue.rejects if r.line > 0 and r.error)
+        return len(catalogue.items) + sum(int(m[2]) - int(m[1]) for m in spans if m), named
 
     def camroll(path: Path) -> int:
         target = photos_dir / "photos.jsonl"
@@ -346,8 +348,13 @@ def malformed_inputs(workdir: Path, n: int, rng: random.Random) -> dict:
             stats["traceback"] += 1
             row["problems"].append(f"{name}/{kind}: {type(exc).__name__}: {str(exc)[:200]}")
             continue
-        row["accepted"] += 1
-        stats["accepted"] += 1
+        read_rows, rejected_rows = read_rows if isinstance(read_rows, tuple) else (read_rows, 0)
+        if rejected_rows:  # the file was read and the bad row went to the rejects, named by its line
+            row["rejected_clear"] += 1
+            stats["row rejected by line"] += 1
+        else:
+            row["accepted"] += 1
+            stats["accepted"] += 1
         # Row-tolerant readers (the PCF catalogue) must read every good row or name it in a reject: else data lost.
         if name.startswith("pcf catalogue") and kind not in ("empty_file", "only_header"):
             lost = max(0, len(good) - 1 - (read_rows or 0))
@@ -439,7 +446,10 @@ def server_requests(n: int, rng: random.Random) -> dict:
         ("valid", json.dumps(hello).encode(), {}, {200}),
     ]
     row = _row("hostile requests to mllm.serve")
-    with ChatServer(_WordModel(), port=0, name="words", max_queue=4, request_timeout=5.0) as server:
+    max_connections = 16
+    with ChatServer(
+        _WordModel(), port=0, name="words", max_queue=4, request_timeout=5.0, max_connections=max_connections
+    ) as server:
         for i in range(n):
             label, body, headers, allowed = kinds[i % len(kinds)]
             sent = {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}
@@ -469,6 +479,15 @@ def server_requests(n: int, rng: random.Random) -> dict:
         row["rejected_clear"] += statuses.count(503)
         row["tracebacks"] += sum(1 for s in statuses if s not in (200, 503)) + burst - len(statuses)
         row["concurrent_burst"] = dict(Counter(statuses))
+        flood = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(max_connections)]
+        time.sleep(0.2)  # idle connections hold every slot: one more must get 503 and be closed
+        refused = _raw_request(server.port, "GET", "/health", b"", {})[0]
+        for sock in flood:
+            sock.close()
+        time.sleep(0.3)
+        row["inputs_tried"] += 1
+        row["rejected_clear" if refused == 503 else "tracebacks"] += 1
+        row["connection_flood"] = {"open": max_connections, "one_more": refused}
         alive = _raw_request(server.port, "GET", "/health", b"", {})[0] == 200
     logging.getLogger("mllm.serve").removeHandler(handler)
     row["tracebacks"] += len(errors_logged)

@@ -14,7 +14,8 @@ One model serves one request at a time (a lock around generation); requests queu
 longer than the model's context (8,192 tokens for SmolLM2) gets 400 naming the limit (a character bound refuses
 huge prompts before any tokenisation; the exact count follows); at most ``--max-queue`` requests wait for the
 model (503 beyond); a request may take ``--request-timeout`` seconds, waiting and generating (503 when the wait
-alone runs out; generation stops at the deadline with ``finish_reason`` "length"). In Python::
+alone runs out; generation stops at the deadline with ``finish_reason`` "length"); at most ``--max-connections``
+connections are open at once (each holds a thread; beyond, 503 and close). In Python::
 
     with ChatServer(chat_model, port=0) as server:   # port 0: an ephemeral port
         client = OpenAIChatModel(server.url, model=server.name)
@@ -23,6 +24,7 @@ alone runs out; generation stops at the deadline with ``finish_reason`` "length"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import itertools
 import json
@@ -48,6 +50,7 @@ DEFAULT_MAX_TOKENS = 256
 DEFAULT_MAX_NEW_TOKENS_LIMIT = 2048
 MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_QUEUE = 8
+DEFAULT_MAX_CONNECTIONS = 64
 DEFAULT_REQUEST_TIMEOUT = 300.0
 DEFAULT_SERVED_NAME = "SmolLM2-135M-Instruct"
 
@@ -179,6 +182,35 @@ def parse_chat_request(body: Any, served_name: str, max_new_tokens_limit: int) -
 # ----------------------------------------------------------------------------------------------------------
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once; a connection beyond gets 503 and is closed."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int):
+        self._connections = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            message = f"server busy: {self.max_connections} connections are open (--max-connections); retry later"
+            body = json.dumps(RequestError(503, message, error_type="server_error", code="server_busy").payload())
+            head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            head += f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+            with contextlib.suppress(OSError):
+                request.sendall(head.encode() + body.encode())
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+
 class ChatServer:
     """An OpenAI-compatible HTTP server around one :class:`ChatModel`; generation runs one request at a time.
 
@@ -197,11 +229,14 @@ class ChatServer:
         max_queue: int = DEFAULT_MAX_QUEUE,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         context_length: int | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if max_new_tokens_limit < 1:
             raise ValueError(f"max_new_tokens_limit must be >= 1, got {max_new_tokens_limit}")
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         if not request_timeout > 0:
             raise ValueError(f"request_timeout must be > 0 seconds, got {request_timeout}")
         self.max_queue, self.request_timeout = max_queue, float(request_timeout)
@@ -219,7 +254,7 @@ class ChatServer:
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         try:
-            self.httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+            self.httpd = _BoundedHTTPServer((host, port), _make_handler(self), max_connections)
         except OSError as err:
             raise MllmError(f"cannot listen on {host}:{port}: {err}") from err
         self.httpd.daemon_threads = True
@@ -549,6 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds one request may take, waiting and generating; generation stops there "
         f"(default {DEFAULT_REQUEST_TIMEOUT:g})",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"connections open at once (one thread each); more get 503 (default {DEFAULT_MAX_CONNECTIONS})",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: CUDA when available)")
     parser.add_argument("--allow-download", action="store_true", help="allow fetching a hub model")
     add_verbosity_args(parser)
@@ -565,8 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens_limit < 1:
         print(f"error: --max-new-tokens-limit must be >= 1, got {args.max_new_tokens_limit}", file=sys.stderr)
         return 2
-    if args.max_queue < 0 or not args.request_timeout > 0:
-        print("error: --max-queue must be >= 0 and --request-timeout > 0 seconds", file=sys.stderr)
+    if args.max_queue < 0 or not args.request_timeout > 0 or args.max_connections < 1:
+        print("error: --max-queue must be >= 0, --request-timeout > 0 seconds, --max-connections >= 1", file=sys.stderr)
         return 2
     spec = args.model if args.model is not None else (None if args.adapter else DEFAULT_MODEL)
     if spec is not None and str(spec).startswith(("http://", "https://")):
@@ -586,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
             max_new_tokens_limit=args.max_new_tokens_limit,
             max_queue=args.max_queue,
             request_timeout=args.request_timeout,
+            max_connections=args.max_connections,
         )
     except (MllmError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -114,3 +114,25 @@ def test_smollm2_refuses_a_2mb_prompt_fast_naming_its_8192_token_context(smollm2
         status, reply = post(server.url, ask("word " * 9_000))  # under the character bound: counted exactly
         assert status == 400 and "9" in reply["error"]["message"].split(" tokens")[0]
         assert chat.usage.calls == 0
+
+
+def test_open_connections_are_bounded_and_the_server_recovers() -> None:
+    import socket
+
+    chat = WordChat()
+    with ChatServer(chat, port=0, name=SERVED, max_connections=2) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]  # slow clients
+        time.sleep(0.2)
+        third = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        reply = b""
+        try:
+            while chunk := third.recv(4096):
+                reply += chunk
+        except OSError:
+            pass
+        third.close()
+        assert reply.startswith(b"HTTP/1.1 503") and b"--max-connections" in reply
+        for sock in idle:
+            sock.close()
+        time.sleep(0.2)
+        assert post(server.url, ask("hello"))[0] == 200  # the slots are free again
