@@ -216,17 +216,19 @@ def _check_value(value: Any, annotation: Any, where: str) -> None:
 def validate_fields(config: Any, ranges: Mapping[str, Range | Sequence[str]] | None = None) -> None:
     """Check every field of a config dataclass: its type, finite numbers, and its range or choices.
 
-    ``ranges`` names a Range (numbers, and each number of a list) or the allowed strings per field; other
-    numeric fields fall back to :data:`NAME_RANGES`. Raises one ConfigError naming the field and what is allowed.
+    ``ranges`` (or the config class's own ``field_ranges`` mapping) names a Range (numbers, and each number of a
+    list) or the allowed strings per field; other numeric fields fall back to :data:`NAME_RANGES`. Raises one
+    ConfigError naming the field and what is allowed.
     """
     cls = type(config)
     if cls not in _hints:
         _hints[cls] = typing.get_type_hints(cls)
+    rules = {**getattr(cls, "field_ranges", {}), **(ranges or {})}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         where = f"field {field.name!r} of {cls.__name__}"
         _check_value(value, _hints[cls].get(field.name, Any), where)
-        rule = (ranges or {}).get(field.name) or _range_for(field.name)
+        rule = rules.get(field.name) or _range_for(field.name)
         if rule is None or value is None:
             continue
         if isinstance(rule, Range):

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from recsys.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, validate_fields
 from recsys.models import register
 from recsys.models.base import Recommender
 
@@ -49,6 +50,18 @@ class IALSConfig:
     solver: str = "cholesky"  # or "cg"
     cg_steps: int = 3
     seed: int | None = None  # initial factors' seed; None: the Trainer's --seed (through torch's global RNG)
+
+    # alpha is a confidence scale (Hu et al. use 40), not a fraction as the by-name default assumes
+    field_ranges: ClassVar[dict[str, Any]] = {
+        "alpha": NON_NEGATIVE,
+        "reg": POSITIVE,
+        "iterations": AT_LEAST_ONE,
+        "cg_steps": AT_LEAST_ONE,
+        "solver": ("cholesky", "cg"),
+    }
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
 
 
 def _confidence_csr(train: Any, n_users: int, n_items: int, use_values: bool) -> sp.csr_matrix:

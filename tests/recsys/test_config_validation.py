@@ -83,3 +83,13 @@ def test_data_info_on_a_real_file_reports_nothing(shared_data: Path, tmp_path: P
     (tmp_path / "u.data").write_text("".join(line + "\n" for line in lines))
     info = dataset_info(str(tmp_path / "u.data"))
     assert info["n_interactions"] == 2000 and info["format_problems"] == {"rows": 0, "by_field": {}, "examples": []}
+
+
+def test_a_config_declares_its_own_ranges_over_the_by_name_defaults() -> None:
+    from recsys.models.ials import IALSConfig
+
+    assert IALSConfig(alpha=40.0).alpha == 40.0  # a confidence scale, not a fraction
+    with pytest.raises(ConfigError, match="field 'alpha' of IALSConfig: must be >= 0"):
+        IALSConfig(alpha=-1.0)
+    with pytest.raises(ConfigError, match="field 'solver' of IALSConfig"):
+        IALSConfig(solver="qr")
