@@ -217,7 +217,7 @@ def test_cosine_similarity_scores_are_bounded_and_used_in_ranking(markov_split):
     [
         ("loss", "softmax", "loss must be one of"),
         ("similarity", "l2", "similarity must be one of"),
-        ("temperature", 0.0, "temperature must be > 0"),
+        ("temperature", 0.0, "field .temperature. of SASRecConfig: must be > 0"),
     ],
 )
 def test_bad_loss_similarity_or_temperature_is_refused_by_name(markov_split, field, value, message):
