@@ -74,6 +74,7 @@ def _report_sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": s["seeds"],
                 "sizes": f"{sizes[0]}-{sizes[-1]}",
                 "bsuite_score": s["bsuite_score_mean"],
+                "score_common_sizes": s["bsuite_score_common_sizes"],
                 **{
                     f"solved@N={n}": s["per_size"][str(n)]["median_solved_at"]
                     for n in (10, 20, 30, 40, 50)

@@ -184,17 +184,27 @@ def sweep_deep_sea(
     return {"runs": rows, "summary": summarise_sweep(rows)}
 
 
+def common_sizes(rows: list[dict[str, Any]], env: str) -> list[int]:
+    """Sizes of ``env`` that every method in ``rows`` ran (so scores over them compare like with like)."""
+    mine = [r for r in rows if r["env"] == env]
+    per_method = [{r["size"] for r in mine if r["method"] == m} for m in {r["method"] for r in mine}]
+    return sorted(set.intersection(*per_method)) if per_method else []
+
+
 def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (variant, method): bsuite score per seed (mean), median episodes to solve per size, regret."""
+    """Per (variant, method): bsuite score per seed (mean; over all sizes run and over the sizes every method ran),
+    median episodes to solve per size, regret."""
     out = []
     keys = sorted({(r["env"], r["method"]) for r in rows})
     for env, method in keys:
         mine = [r for r in rows if r["env"] == env and r["method"] == method]
         seeds = sorted({r["seed"] for r in mine})
-        scores = []
+        shared = set(common_sizes(rows, env))
+        scores, scores_common = [], []
         for seed in seeds:
             solved = {r["size"]: r["solved_at_episode"] for r in mine if r["seed"] == seed}
             scores.append(deep_sea_score(solved))
+            scores_common.append(deep_sea_score({n: e for n, e in solved.items() if n in shared}))
         per_size = {}
         for size in sorted({r["size"] for r in mine}):
             these = [r for r in mine if r["size"] == size]
@@ -221,6 +231,8 @@ def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(seeds),
                 "bsuite_score_mean": float(np.mean(scores)),
                 "bsuite_score_per_seed": scores,
+                "common_sizes": sorted(shared),
+                "bsuite_score_common_sizes": float(np.mean(scores_common)),
                 "per_size": per_size,
                 "mean_seconds_per_run": float(np.mean([r["seconds"] for r in mine])),
             }

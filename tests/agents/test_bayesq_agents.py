@@ -71,6 +71,8 @@ def test_sweep_resumes_from_its_file(tmp_path) -> None:
     assert len(again["runs"]) == 6  # only seed 2 was new
     (summary,) = again["summary"]
     assert summary["seeds"] == 3 and set(summary["per_size"]) == {"4", "6"}
+    assert summary["common_sizes"] == [4, 6]
+    assert summary["bsuite_score_common_sizes"] == summary["bsuite_score_mean"]
     assert parse_sizes("10:50:2") == list(range(10, 51, 2)) and parse_sizes("4,6") == [4, 6]
     with pytest.raises(BayesQConfigError, match="--sizes"):
         parse_sizes("ten")
