@@ -138,6 +138,13 @@ def _head(dim: int, num_classes: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(dim), nn.Dropout(dropout), nn.Linear(dim, num_classes))
 
 
+def _fusion_mlp(dim: int, num_classes: int, dropout: float) -> nn.Module:
+    """The classifier on two concatenated modality features (early concatenation, ShaSpec's decoder)."""
+    return nn.Sequential(
+        nn.LayerNorm(2 * dim), nn.Linear(2 * dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, num_classes)
+    )
+
+
 class _Unimodal(MissingModalityClassifier):
     """Reads only ``modality``; rows without it get the training class prior."""
 
@@ -212,13 +219,7 @@ class EarlyConcat(MissingModalityClassifier):
         dim = config.dim
         self.missing_image = nn.Parameter(torch.zeros(dim))
         self.missing_table = nn.Parameter(torch.zeros(dim))
-        self.mlp = nn.Sequential(
-            nn.LayerNorm(2 * dim),
-            nn.Linear(2 * dim, dim),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(dim, num_classes),
-        )
+        self.mlp = _fusion_mlp(dim, num_classes, config.dropout)
 
     def forward(self, batch):
         image, table = self.encode(batch)
@@ -247,13 +248,7 @@ class ShaSpec(MissingModalityClassifier):
         )
         self.projection = nn.Linear(2 * dim, dim)
         self.domain = nn.Linear(dim, 2)
-        self.decoder = nn.Sequential(
-            nn.LayerNorm(2 * dim),
-            nn.Linear(2 * dim, dim),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(dim, num_classes),
-        )
+        self.decoder = _fusion_mlp(dim, num_classes, config.dropout)
 
     def forward(self, batch):
         image, table = self.encode(batch)

@@ -181,7 +181,7 @@ def test_prototypes_stay_diverse_after_training(data: MultimodalData) -> None:
     with torch.no_grad():
         out = model(batch)
     for m in range(2):  # tokens spread over the shared prototypes: usage perplexity well above 1 (collapse)
-        _, assignment = soft_assign(out["shared_tokens"][m], model.shared_prototypes, model.config.temperature)
+        _, assignment = soft_assign(out["shared_tokens"][m], model.shared_prototypes.detach(), model.config.temperature)
         usage = assignment.mean((0, 1))
         perplexity = float(torch.exp(-(usage * usage.log()).sum()))
         assert perplexity > 2.0, f"modality {m}: shared-prototype usage perplexity {perplexity:.2f} of 4"
