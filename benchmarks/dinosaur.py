@@ -301,7 +301,8 @@ def plot(args: argparse.Namespace) -> None:
             base = summary["S=1"][f"recall@{k}"]["mean"]
             xs = [summary[f"S={s}"][f"coverage@{k}"]["mean"] for s in samples]
             ys = [summary[f"S={s}"][f"recall@{k}"]["mean"] - base for s in samples]
-            line = ax.plot(xs, ys, "o-", label=f"{record['dataset']} DINOSAUR")[0]
+            label = Path(path).stem.replace("dinosaur_", "")
+            line = ax.plot(xs, ys, "o-", label=f"{label} DINOSAUR")[0]
             for s, x, y in zip(samples, xs, ys, strict=True):
                 ax.annotate(f"S={s}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             for name, marker in (("epsilon_greedy", "x"), ("popularity_debiased", "s")):
@@ -312,7 +313,7 @@ def plot(args: argparse.Namespace) -> None:
                         entry[f"recall@{k}"]["mean"] - base,
                         marker,
                         color=line.get_color(),
-                        label=f"{record['dataset']} {name.replace('_', '-')}",
+                        label=f"{label} {name.replace('_', '-')}",
                     )
             ax.set_title(f"K = {k}")
             ax.set_xlabel(f"catalogue coverage@{k}")

@@ -262,8 +262,13 @@ def epsilon_greedy_lists(
     for row in np.flatnonzero(n_random):
         cut = k - int(n_random[row])
         banned = np.concatenate([out[row, :cut], masks[row]])
-        draw = rng.permutation(tail_items)
-        draw = draw[~np.isin(draw, banned)][: k - cut]
+        need = k - cut
+        # a few times more draws than needed usually suffice; a full permutation only when they do not
+        draw = tail_items[rng.choice(len(tail_items), min(len(tail_items), 4 * need + len(banned)), replace=False)]
+        draw = draw[~np.isin(draw, banned)][:need]
+        if len(draw) < need:
+            draw = rng.permutation(tail_items)
+            draw = draw[~np.isin(draw, banned)][:need]
         out[row, cut:] = -1
         out[row, cut : cut + len(draw)] = draw
     return out

@@ -189,3 +189,19 @@ def test_non_dot_product_model_is_refused():
 
     with pytest.raises(DinosaurError, match="dot-product"):
         dot_product_factors(build_model("pop", 3, 4))
+
+
+def test_user_sampling_is_seeded_and_vanishes_at_zero_variance():
+    from recsys.dinosaur import sample_user_embeddings
+
+    users = np.ones((4, 3), dtype=np.float32)
+    sigma = np.full(4, 0.5, dtype=np.float32)
+    first, again = sample_user_embeddings(users, sigma, 7), sample_user_embeddings(users, sigma, 7)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, sample_user_embeddings(users, sigma, 8))
+    np.testing.assert_array_equal(sample_user_embeddings(users, np.zeros(4, np.float32), 7), users)
+    data = _catalogue()
+    zero = np.zeros(len(data.items), np.float32)
+    plain = evaluate_dinosaur(data, [1], [10], zero, baselines=False)
+    noisy = evaluate_dinosaur(data, [1], [10], zero, baselines=False, user_sigma=np.full(60, 2.0, np.float32))
+    assert noisy["S=1"]["coverage@10"] > plain["S=1"]["coverage@10"]
