@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from core.cli import add_verbosity_args, configure_from_args, run_cli
 from evals.metrics import long_tail_mask, ranking_metrics
 from retrieval.ann import BACKENDS, build_index
 
@@ -594,19 +595,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--store", help="Chroma store directory for --index chroma (default: a temporary one)")
     ev.add_argument("--data-dir", help="look for the checkpoint's dataset here first")
     ev.add_argument("--out", help="write the result JSON here")
-    ev.add_argument("--quiet", action="store_true")
+    add_verbosity_args(ev)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: print the result JSON; one clear line and exit 2 on bad input."""
-    from recsys.cli import run_cli
     from retrieval.errors import RetrievalError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_from_args(args)
     return run_cli(lambda: eval_checkpoint(args), errors=(DinosaurError, RetrievalError))
 
 

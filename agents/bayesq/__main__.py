@@ -13,13 +13,14 @@ from typing import Any
 from agents.bayesq.agents import METHODS, AgentConfig
 from agents.bayesq.errors import BayesQError
 from agents.bayesq.experiment import (
-    atomic_write_json,
     calibration_study,
     improper_mass_study,
     parse_sizes,
     run_deep_sea,
     sweep_deep_sea,
 )
+from core.cli import add_verbosity_args, configure_from_args
+from core.io import atomic_write_json
 
 logger = logging.getLogger("agents.bayesq")
 
@@ -80,7 +81,7 @@ def _improper(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the four verbs."""
     parser = argparse.ArgumentParser(prog="python -m agents.bayesq", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    add_verbosity_args(parser)
     sub = parser.add_subparsers(dest="verb", required=True)
 
     def agent_options(p: argparse.ArgumentParser) -> None:
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_from_args(args, default=logging.WARNING)
     if args.verb in ("calibrate", "improper"):
         import torch
 
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.verb != "sweep" and args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out, result)
     return 0
 

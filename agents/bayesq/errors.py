@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import UserError
 
-class BayesQError(Exception):
+
+class BayesQError(UserError):
     """Base class of Bayesian Q* errors."""
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from agents.bayesq.posterior import (
     sample_langevin,
     sample_nuts,
 )
+from core.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -129,14 +129,6 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def episode_cap(size: int, cap: int, per_size: int) -> int:
     """Episodes for one size: min(cap, per_size * size) when per_size > 0, else cap."""
     return min(cap, per_size * size) if per_size > 0 else cap
@@ -180,7 +172,8 @@ def sweep_deep_sea(
         solved = [r["solved_at_episode"] for r in new]
         logger.info("%s %s N=%d: solved at %s (%.1fs per run)", variant, method, size, solved, new[0]["seconds"])
         if out is not None:
-            atomic_write_json(out, {"runs": rows, "summary": summarise_sweep(rows)})
+            out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out, {"runs": rows, "summary": summarise_sweep(rows)}, indent=1)
     return {"runs": rows, "summary": summarise_sweep(rows)}
 
 

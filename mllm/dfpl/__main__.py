@@ -15,6 +15,7 @@ from dataclasses import asdict, fields
 
 import torch
 
+from core.cli import add_verbosity_args, configure_from_args
 from mllm.dfpl.data import PATTERNS
 from mllm.dfpl.datasets import DATASETS, DataSpec, load_split
 from mllm.dfpl.errors import DfplError
@@ -105,6 +106,7 @@ def eval_command(args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``python -m mllm.dfpl``."""
     parser = argparse.ArgumentParser(prog="python -m mllm.dfpl", description=__doc__.split("\n")[0])
+    add_verbosity_args(parser)
     sub = parser.add_subparsers(dest="verb", required=True)
     train = sub.add_parser("train", help="train a model and save it (config.json + model.safetensors)")
     train.add_argument("--data", choices=DATASETS, default="synthetic")
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: print the result as JSON; a bad input prints one line and exits 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_from_args(args)
     try:
         result = train_command(args) if args.verb == "train" else eval_command(args)
     except DfplError as exc:

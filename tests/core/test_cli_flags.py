@@ -17,14 +17,18 @@ CLIS = [
     ("mllm.generate", ["--prompt", "hi"]),
     ("mllm.serve", []),
     ("mllm.lora", ["--train", "t.jsonl", "--out", "o"]),
+    ("recsys.dinosaur", ["eval", "--checkpoint", "c"]),
+    ("mllm.dfpl.__main__", ["train", "--out", "o"]),
+    ("agents.bayesq.__main__", ["run", "--size", "10"]),
 ]
+# these declare the flags on the top parser, before the verb
+BEFORE_VERB = {"recsys.data.__main__", "mllm.dfpl.__main__", "agents.bayesq.__main__"}
 
 
 @pytest.mark.parametrize(("module", "argv"), CLIS, ids=[f"{m}:{a[0] if a else ''}" for m, a in CLIS])
 def test_every_cli_takes_verbose_and_quiet(module: str, argv: list[str]) -> None:
     build_parser = importlib.import_module(module).build_parser
-    # recsys.data declares them before the verb, the others on the verb (or on the parser without verbs)
-    before = module == "recsys.data.__main__"
+    before = module in BEFORE_VERB
 
     def parse(flag: str):
         return build_parser().parse_args([flag, *argv] if before else [*argv, flag])

@@ -217,7 +217,7 @@ def test_cosine_similarity_scores_are_bounded_and_used_in_ranking(markov_split):
     [
         ("loss", "softmax", "loss must be one of"),
         ("similarity", "l2", "similarity must be one of"),
-        ("temperature", 0.0, "field .temperature. of SASRecConfig: must be > 0"),
+        ("temperature", 0.0, r"field .temperature. of SASRecConfig: must be > 0"),
     ],
 )
 def test_bad_loss_similarity_or_temperature_is_refused_by_name(markov_split, field, value, message):
@@ -297,7 +297,7 @@ def test_length_buckets_train_a_sequence_model_and_are_refused_where_examples_ha
     mf = build_model("bpr", markov_split.train.n_users, markov_split.train.n_items)
     with pytest.raises(ValueError, match="length_buckets: PairwiseDataset \\(model 'bpr'\\) has no example lengths"):
         Trainer(mf, markov_split, TrainConfig(epochs=1, length_buckets=4), progress=False).fit()
-    with pytest.raises(ValueError, match="field .length_buckets. of TrainConfig: must be >= 0"):
+    with pytest.raises(ValueError, match=r"field .length_buckets. of TrainConfig: must be >= 0"):
         Trainer(mf, markov_split, TrainConfig(epochs=1, length_buckets=-1), progress=False).fit()
 
 
