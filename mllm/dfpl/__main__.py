@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from dataclasses import asdict, fields
 
 import torch
 
-from core.cli import add_verbosity_args, configure_from_args
+from core.cli import add_verbosity_args, configure_from_args, run_cli
 from mllm.dfpl.data import PATTERNS
 from mllm.dfpl.datasets import DATASETS, DataSpec, load_split
 from mllm.dfpl.errors import DfplError
@@ -127,13 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: print the result as JSON; a bad input prints one line and exits 2."""
     args = build_parser().parse_args(argv)
     configure_from_args(args)
-    try:
-        result = train_command(args) if args.verb == "train" else eval_command(args)
-    except DfplError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_cli(lambda: train_command(args) if args.verb == "train" else eval_command(args), errors=(DfplError,))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.cli import add_verbosity_args, configure_from_args
+from core.cli import add_verbosity_args, configure_from_args, run_cli
 from recsys.data.checks import format_problems
 from recsys.data.dataset import DataError, InteractionDataset, Split
 from recsys.data.registry import detect_format, load_dataset, resolve_dataset
@@ -131,13 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; prints JSON on success, one error line on stderr (exit 2) on bad input."""
     args = build_parser().parse_args(argv)
     configure_from_args(args)
-    try:
-        result = dataset_info(args.dataset, args.data_dir) if args.verb == "info" else _split_command(args)
-    except (DataError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_cli(
+        lambda: dataset_info(args.dataset, args.data_dir) if args.verb == "info" else _split_command(args),
+        errors=(DataError, OSError),
+    )
 
 
 if __name__ == "__main__":
