@@ -270,7 +270,9 @@ def test_eval_mask_is_checked_when_the_trainer_is_built(markov_split):
     itempop = build_model("pop", markov_split.train.n_users, markov_split.train.n_items)
     with pytest.raises(ValueError, match="eval_mask='input': model 'pop' has no input window"):
         Trainer(itempop, markov_split, TrainConfig(eval_mask="input"), progress=False)
-    with pytest.raises(ValueError, match="eval_mask must be one of history, input, none; got 'window'"):
+    with pytest.raises(
+        ValueError, match="field 'eval_mask' of TrainConfig: must be one of history, input, none; got 'window'"
+    ):
         Trainer(itempop, markov_split, TrainConfig(eval_mask="window"), progress=False)
 
 
@@ -345,7 +347,7 @@ def test_the_trainer_sets_target_weighting_and_refuses_it_where_the_loss_has_no_
     mf = build_model("bpr", markov_split.train.n_users, markov_split.train.n_items)
     with pytest.raises(ValueError, match="target_weighting='global': PairwiseDataset \\(model 'bpr'\\) has no"):
         Trainer(mf, markov_split, TrainConfig(epochs=1, target_weighting="global"), progress=False).fit()
-    with pytest.raises(ValueError, match="target_weighting must be one of batch, global"):
+    with pytest.raises(ValueError, match="field 'target_weighting' of TrainConfig: must be one of batch, global"):
         Trainer(model, markov_split, TrainConfig(epochs=1, target_weighting="sum"), progress=False).fit()
 
 
