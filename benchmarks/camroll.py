@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli import add_verbosity_args, configure_from_args
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_verbosity_args(parser)
     parser.add_argument("--data", default=None, help="demo roll folder (built there if missing)")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--photos-per-user", type=int, default=630)
@@ -34,6 +37,7 @@ def main() -> int:
     parser.add_argument("--embedder", default="minilm", help="minilm or hashing")
     parser.add_argument("--out", default="benchmarks/results/camroll_perf.json")
     args = parser.parse_args()
+    configure_from_args(args)
 
     from agents.camroll.answerers import PlannerAnswerer
     from agents.camroll.data import read_qa, user_dir

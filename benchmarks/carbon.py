@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.cli import add_verbosity_args, configure_from_args
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, write_results
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of this benchmark."""
     office = DEFAULT_DATA / "amazon_office_rechorus"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbosity_args(parser)
     parser.add_argument("--dataset", default="amazon_office_rechorus", help="interactions (name or path)")
     parser.add_argument("--split", default="given", help="split protocol for training (default: the files' own)")
     parser.add_argument("--catalog", default=str(office / "Office.text"), help="item titles to label")
@@ -204,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the four steps, print the tables and write the JSON."""
     args = build_parser().parse_args(argv)
+    configure_from_args(args)
     work = Path(args.work_dir)
     if args.fresh and work.exists():
         shutil.rmtree(work)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from core.cli import add_verbosity_args, configure_from_args
+
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("recall@20", "ndcg@20", "hr@10", "ndcg@10")
 
@@ -53,7 +55,9 @@ def table(files: list[dict[str, Any]], title: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.parse_args(argv)
+    add_verbosity_args(parser)
+    args = parser.parse_args(argv)
+    configure_from_args(args)
     for title, pattern in (
         ("ML-1M, leave-one-out by time", "cf_ml-1m_loo*_cpu.json"),
         ("ML-1M, leave-one-out by time, LightGCN (H200)", "ml1m_lightgcn_loo_*_h200.json"),

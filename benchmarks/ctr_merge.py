@@ -23,6 +23,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from core.cli import add_verbosity_args, configure_from_args
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results
@@ -31,11 +33,13 @@ from benchmarks.common import print_table, write_results
 def main(argv: list[str] | None = None) -> int:
     """Read the files, group runs by (dataset, row name), print and write mean ± std over seeds."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_verbosity_args(parser)
     parser.add_argument("files", nargs="+", help="benchmarks/ctr.py result JSON files")
     parser.add_argument("--label", action="append", default=[], metavar="NAME=KEY", help="rename runs by file")
     parser.add_argument("--models", nargs="*", help="keep only these row names")
     parser.add_argument("--out", required=True, help="merged JSON")
     args = parser.parse_args(argv)
+    configure_from_args(args)
     labels = [tuple(x.split("=", 1)) for x in args.label]
     groups: dict[tuple[str, str], dict[int, dict]] = {}
     for file in args.files:

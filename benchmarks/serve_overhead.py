@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from core.cli import add_verbosity_args, configure_from_args
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import print_table, write_results
@@ -80,6 +82,7 @@ def time_calls(call: Callable[[], Any], requests: int, warmup: int, label: str) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/serve_overhead.py", description=__doc__.split("\n\n")[0])
+    add_verbosity_args(parser)
     parser.add_argument("--requests", type=int, default=200, help="timed requests per mode (default 200)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default 10)")
     parser.add_argument(
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/mllm_serve_overhead.json)")
     args = parser.parse_args(argv)
+    configure_from_args(args)
     if args.requests < 1 or args.warmup < 0 or args.prompt_chars < 0:
         parser.error("--requests must be >= 1, --warmup and --prompt-chars >= 0")
 
