@@ -379,6 +379,7 @@ def run_audit(
     eval_every: int = 1,
     progress: bool = True,
     partial: Path | None = None,
+    partial_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train every (C, encoder, seed), summarise with paired tests; ``partial`` gets the runs so far."""
     unknown = [e for e in encoders if e not in ENCODERS]
@@ -419,7 +420,7 @@ def run_audit(
                         flush=True,
                     )
                 if partial is not None:
-                    write_json(partial, {"partial": True, "benchmark": benchmark, "runs": runs})
+                    write_json(partial, {"partial": True, "benchmark": benchmark, **(partial_meta or {}), "runs": runs})
     n_bins = 32
     metric = "test_nll" if benchmark == "etth1" else "valid_nll"
     report: dict[str, Any] = {
@@ -564,6 +565,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every,
             progress=not args.quiet,
             partial=out.with_suffix(".partial.json"),
+            partial_meta={"command": " ".join(["python -m evals.channel_audit", *given]), "environment": provenance},
         )
     except (AuditError, DataError, EncoderConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
