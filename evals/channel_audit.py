@@ -18,13 +18,10 @@ import json
 import logging
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,8 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from core.cli import add_verbosity_args, configure_from_args
+from core.provenance import environment
 from recsys.data.channel_series import ETTH1_SPLITS, ChannelSplit, etth1_benchmark, synthetic_benchmark
 from recsys.data.dataset import DataError
 from recsys.models.channel_encoders import (
@@ -306,43 +305,6 @@ def format_table(rows: list[dict[str, Any]], anchor: dict[tuple[str, int], dict[
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------- provenance
-
-
-def environment() -> dict[str, Any]:
-    """Commit, package versions and machine (as evals/camroll_qa.py records them; issue 25 unifies this)."""
-    root = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root, timeout=5)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            cwd=root,
-            timeout=5,
-        )
-        commit_id, is_dirty = commit.stdout.strip() or None, bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit_id, is_dirty = None, False
-    versions = {}
-    for name in ("torch", "numpy", "scipy"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "commit": commit_id,
-        "dirty": is_dirty,
-        "python": platform.python_version(),
-        "packages": versions,
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomic write (temp file + os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -504,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--reference", default="linear", help="encoder the paired tests compare against")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     run.add_argument("--out", type=Path, help="JSON report path (default channel_audit_<benchmark>.json)")
-    run.add_argument("--quiet", action="store_true")
+    add_verbosity_args(run)
     report_parser = sub.add_parser("report", help="merge result JSON files (same benchmark) and print the table")
     report_parser.add_argument("files", nargs="+", type=Path)
     report_parser.add_argument("--reference", default="linear")
@@ -517,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not given or given[0] not in ("run", "report", "baselines", "-h", "--help"):
         argv = ["run", *given]  # the verb is optional: `python -m evals.channel_audit --benchmark ...` runs
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_from_args(args, default=logging.WARNING)
     if args.verb == "report":
         try:
             merged = merge_reports(args.files, args.reference, args.metric)
@@ -549,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = args.out or Path(f"channel_audit_{args.benchmark}.json")
     started = time.time()
-    provenance = environment()  # at the start: the commit that trained the models
+    provenance = environment(("torch", "numpy", "scipy"))  # at the start: the commit that trained the models
     try:
         report = run_audit(
             args.benchmark,
