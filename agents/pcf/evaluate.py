@@ -30,21 +30,12 @@ from agents.pcf.estimate import (
     knn_estimate,
     parse_llm_answer,
 )
-from agents.pcf.reference import ReferenceProduct, SectorStats
+from agents.pcf.hierarchy import HierarchicalPCF, grouped_folds, reference_attributes
+from agents.pcf.reference import ReferenceProduct, SectorStats, product_text
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("sector_median", "knn", "knn_weight", "llm_few_shot", "pipeline")
-
-
-def grouped_folds(groups: Sequence[str], n_folds: int, seed: int = 0) -> np.ndarray:
-    """A fold index per row; every group lands whole in one fold (groups shuffled, then dealt round-robin)."""
-    unique = sorted(set(groups))
-    if n_folds < 2 or n_folds > len(unique):
-        raise ValueError(f"--folds must be between 2 and the number of product groups ({len(unique)}), got {n_folds}")
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fold_of = {unique[g]: i % n_folds for i, g in enumerate(order)}
-    return np.array([fold_of[g] for g in groups], dtype=np.int64)
 
 
 def error_metrics(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -201,4 +192,194 @@ def format_table(result: dict[str, Any], part: str = "all") -> str:
             m = per_sector[method].get(sector)
             cells.append(f"{m['spearman']:>8.2f} / {m['median_abs_log10_error']:<5.2f}" if m else f"{'-':>18}")
         lines.append(f"{sector[:37]:<38}" + "".join(f"{c:>18}" for c in cells))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- transfer evaluation
+
+TRANSFER_METHODS = (
+    "global_median",
+    "sector_median",
+    "category_median",
+    "knn",
+    "knn_weight",
+    "hierarchical",
+    "hierarchical_attributes",
+)
+TRANSFER_PROTOCOLS = ("grouped_kfold", "leave_one_sector_out")
+
+
+def plain_text(product: ReferenceProduct) -> str:
+    """A held-out product as a target sees it: name, company and detail, without its sector or industry."""
+    return product_text(product.name, description=product.detail, brand=product.company)
+
+
+def within_category_spearman(true: np.ndarray, predicted: np.ndarray, categories: np.ndarray) -> float:
+    """Size-weighted mean of the Spearman correlation inside each category with >= 5 products (NaN if none)."""
+    from scipy.stats import spearmanr
+
+    total, weight = 0.0, 0
+    for category in sorted(set(categories.tolist())):
+        rows = categories == category
+        if rows.sum() < 5 or np.ptp(predicted[rows]) == 0 or np.ptp(true[rows]) == 0:
+            continue
+        total += rows.sum() * float(spearmanr(true[rows], predicted[rows]).statistic)
+        weight += int(rows.sum())
+    return total / weight if weight else math.nan
+
+
+def transfer_metrics(
+    true: np.ndarray,
+    predicted: np.ndarray,
+    categories: np.ndarray,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """error_metrics plus mean |log10 error|, Spearman within category and (with an interval) its coverage."""
+    metrics: dict[str, Any] = error_metrics(true, predicted)
+    metrics["mean_abs_log10_error"] = float(np.mean(np.abs(np.log10(predicted) - np.log10(true))))
+    metrics["spearman_within_category"] = within_category_spearman(true, predicted, categories)
+    if low is not None and high is not None:
+        metrics["interval_coverage"] = float(np.mean((true >= low) & (true <= high)))
+        metrics["median_interval_ratio"] = float(np.median(high / low))
+    return metrics
+
+
+def evaluate_transfer(
+    products: Sequence[ReferenceProduct],
+    embeddings: np.ndarray,
+    query_embeddings: np.ndarray,
+    protocol: str = "grouped_kfold",
+    n_folds: int = 5,
+    k: int = DEFAULT_K,
+    seed: int = 0,
+    coverage: float = 0.8,
+) -> dict[str, Any]:
+    """Every transfer method on held-out products under grouped k-fold or leave-one-sector-out.
+
+    ``embeddings`` index the references (their full text); ``query_embeddings`` are the same products as
+    targets (``plain_text``: the sector hidden, the classifier must find it). Methods: the global median, the
+    true sector's median (an oracle a new product lacks), the predicted category's median, kNN (with and without
+    the weight ratio), the hierarchical estimator without attributes and with them (weight column + quantities
+    parsed from the name). Reported overall, per true category (with the category-median baseline) and the
+    property that the hierarchical estimate is on average no worse than the predicted category's median.
+    """
+    if protocol not in TRANSFER_PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} unknown; use one of {TRANSFER_PROTOCOLS}")
+    sectors = np.array([p.sector for p in products])
+    if protocol == "grouped_kfold":
+        folds = grouped_folds([p.group for p in products], n_folds, seed)
+    else:
+        names = sorted(set(sectors.tolist()))
+        folds = np.array([names.index(s) for s in sectors])
+    n_outer = int(folds.max()) + 1
+    true = np.array([p.pcf_kg for p in products])
+    predictions = {m: np.full(len(products), np.nan) for m in TRANSFER_METHODS}
+    intervals = {m: (np.full(len(products), np.nan), np.full(len(products), np.nan)) for m in TRANSFER_METHODS}
+    predicted_category = np.array([""] * len(products), dtype=object)
+    flags_outside = np.zeros(len(products), dtype=bool)
+    index = MatrixNeighbours(products, embeddings)
+    inner_reports = []
+    started = time.perf_counter()
+    for fold in tqdm(range(n_outer), desc=f"{protocol} folds", unit="fold"):
+        test = np.flatnonzero(folds == fold)
+        train = folds != fold
+        rows = np.flatnonzero(train)
+        train_products = [products[i] for i in rows]
+        stats = SectorStats.from_products(train_products)
+        neighbour_lists = index.search(query_embeddings[test], k=k, allowed=train)
+        models = {}
+        for method, use_attributes in (("hierarchical", False), ("hierarchical_attributes", True)):
+            models[method] = HierarchicalPCF(k=k, coverage=coverage, use_attributes=use_attributes, seed=seed).fit(
+                train_products, embeddings[rows], query_embeddings[rows]
+            )
+        inner_reports.append({"fold": fold, **models["hierarchical"].inner_report})
+        target_attributes = [reference_attributes(products[i]) for i in test]
+        for method, model in models.items():
+            estimates = model.predict(query_embeddings[test], target_attributes)
+            for row, estimate in zip(test, estimates, strict=True):
+                predictions[method][row] = estimate.pcf_kg
+                intervals[method][0][row], intervals[method][1][row] = estimate.low_kg, estimate.high_kg
+                if method == "hierarchical":
+                    predicted_category[row] = estimate.category
+                    predictions["category_median"][row] = model.category_median_kg(estimate.category)
+                    flags_outside[row] = not estimate.plausible
+        for row, neighbours in zip(test, neighbour_lists, strict=True):
+            product = products[row]
+            predictions["global_median"][row] = stats.global_median
+            predictions["sector_median"][row] = stats.median.get(product.sector, stats.global_median)
+            predictions["knn"][row] = knn_estimate(neighbours, None)
+            predictions["knn_weight"][row] = knn_estimate(neighbours, product.weight_kg)
+    seconds = time.perf_counter() - started
+    overall, per_category = {}, {}
+    for method, values in predictions.items():
+        low, high = intervals[method] if np.isfinite(intervals[method][0]).all() else (None, None)
+        overall[method] = transfer_metrics(true, values, sectors, low, high)
+        per_category[method] = {}
+        for sector in sorted(set(sectors.tolist())):
+            rows = sectors == sector
+            part_low = low[rows] if low is not None else None
+            part_high = high[rows] if high is not None else None
+            per_category[method][sector] = transfer_metrics(
+                true[rows], values[rows], sectors[rows], part_low, part_high
+            )
+    errors = {m: np.abs(np.log10(predictions[m]) - np.log10(true)) for m in ("hierarchical", "category_median")}
+    fold_property = [
+        {
+            "fold": int(f),
+            "hierarchical": float(errors["hierarchical"][folds == f].mean()),
+            "category_median": float(errors["category_median"][folds == f].mean()),
+        }
+        for f in range(n_outer)
+    ]
+    return {
+        "protocol": protocol if protocol != "grouped_kfold" else f"grouped_{n_folds}_fold",
+        "n_products": len(products),
+        "n_folds": n_outer,
+        "k": k,
+        "seed": seed,
+        "coverage_target": coverage,
+        "query_text": "name, company, detail (sector and industry hidden)",
+        "classifier_accuracy": float(np.mean(predicted_category == sectors)),
+        "implausible_flag_share": float(flags_outside.mean()),
+        "overall": overall,
+        "per_category": per_category,
+        "property_by_fold": fold_property,
+        "inner": inner_reports,
+        "seconds": round(seconds, 2),
+    }
+
+
+def format_transfer_table(result: dict[str, Any]) -> str:
+    """Overall metrics per method and a per-category table (hierarchical vs the category-median baseline)."""
+    header = (
+        f"{'method':<25}{'med|log10|':>11}{'mean|log10|':>12}{'within x2':>10}{'spearman':>9}"
+        f"{'sp. in cat':>11}{'coverage':>9}"
+    )
+    lines = [
+        f"[transfer] {result['protocol']}, k={result['k']}, classifier accuracy {result['classifier_accuracy']:.3f}, "
+        f"interval target {result['coverage_target']:.0%}",
+        header,
+    ]
+    for method, m in result["overall"].items():
+        coverage = f"{m['interval_coverage']:>9.3f}" if "interval_coverage" in m else f"{'-':>9}"
+        lines.append(
+            f"{method:<25}{m['median_abs_log10_error']:>11.3f}{m['mean_abs_log10_error']:>12.3f}"
+            f"{m['within_factor_2']:>10.3f}{m['spearman']:>9.3f}{m['spearman_within_category']:>11.3f}{coverage}"
+        )
+    lines += [
+        "",
+        f"{'category (mean|log10|, n)':<38}{'cat. median':>12}{'knn':>8}{'hier.':>8}{'hier.+attr':>11}"
+        f"{'sp. hier.':>10}{'coverage':>9}",
+    ]
+    per = result["per_category"]
+    for category in per["hierarchical"]:
+        h = per["hierarchical"][category]
+        lines.append(
+            f"{category[:30] + ' (' + str(h['n']) + ')':<38}"
+            f"{per['category_median'][category]['mean_abs_log10_error']:>12.3f}"
+            f"{per['knn'][category]['mean_abs_log10_error']:>8.3f}{h['mean_abs_log10_error']:>8.3f}"
+            f"{per['hierarchical_attributes'][category]['mean_abs_log10_error']:>11.3f}"
+            f"{h['spearman']:>10.2f}{h.get('interval_coverage', math.nan):>9.2f}"
+        )
     return "\n".join(lines)
