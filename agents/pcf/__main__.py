@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.pcf.attributes import columns_help
 from agents.pcf.errors import PCFError
+from agents.pcf.label import BRAND_FIELDS, CATEGORY_FIELDS, DESCRIPTION_FIELDS, ID_FIELDS, TITLE_FIELDS
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.pcf")
@@ -64,6 +66,8 @@ def _label(args: argparse.Namespace) -> dict[str, Any]:
             similarity_threshold=args.similarity_threshold,
             reference=args.reference,
             progress=not args.no_progress,
+            estimator=args.estimator,
+            coverage=args.coverage,
         )
 
 
@@ -163,8 +167,29 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument(
         "--catalog",
         required=True,
-        help="items file: .jsonl, .csv, .tsv/.text or .parquet "
-        "(columns: item_id|id|asin, title|name|text, optional category, description, brand, weight_kg)",
+        help="items file: .jsonl, .csv, .tsv/.text or .parquet. Columns (case-insensitive): id: "
+        + "|".join(ID_FIELDS)
+        + "; title: "
+        + "|".join(TITLE_FIELDS)
+        + "; optional category: "
+        + "|".join(CATEGORY_FIELDS)
+        + ", description: "
+        + "|".join(DESCRIPTION_FIELDS)
+        + ", brand: "
+        + "|".join(BRAND_FIELDS)
+        + ", and attribute columns (a number in the unit named, or a number with its unit such as '8 oz'): "
+        + columns_help()
+        + ". Quantities in the title ('15.6-inch', '500 W', '8 oz', '2-pack') are parsed too; a column wins.",
+    )
+    label.add_argument(
+        "--estimator",
+        choices=["hierarchical", "knn"],
+        default="hierarchical",
+        help="estimate when the LLM does not answer: hierarchical (category prior + neighbour shrinkage, "
+        "default) or knn (the neighbours' weighted geometric mean, the old default)",
+    )
+    label.add_argument(
+        "--coverage", type=float, default=0.8, help="coverage of the interval written with each label (default 0.8)"
     )
     label.add_argument("--out", required=True, help="labels JSONL (appended; rejects go to OUT.rejects.jsonl)")
     label.add_argument("--workers", type=int, default=1, help="concurrent LLM calls (for an HTTP endpoint)")

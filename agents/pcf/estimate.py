@@ -59,6 +59,7 @@ class TargetItem:
     description: str = ""
     brand: str = ""
     weight_kg: float | None = None
+    attributes: dict[str, float] = field(default_factory=dict, compare=False)
 
     def text(self) -> str:
         """The text embedded for similarity search."""
@@ -88,10 +89,12 @@ class PCFLabel:
     fallback_reason: str = ""
     llm_estimate_kg: float | None = None
     model: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready record (the labels-file line format in docs/CONTRACTS.md)."""
+        """The JSON-ready record (the labels-file line format in docs/CONTRACTS.md); ``extra`` is merged in."""
         record = asdict(self)
+        record.update(record.pop("extra"))
         record["pcf_kg"] = float(self.pcf_kg)
         record["confidence"] = round(float(self.confidence), 4)
         record["similarities"] = [round(float(s), 4) for s in self.similarities]

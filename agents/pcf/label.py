@@ -28,16 +28,27 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from agents.pcf.attributes import attributes_from_record, parse_column_value
 from agents.pcf.errors import PCFDataError
 from agents.pcf.estimate import (
     DEFAULT_K,
     DEFAULT_SIMILARITY_THRESHOLD,
+    METHOD_LLM,
     ChatLike,
     PCFEstimator,
+    PCFLabel,
     StoreNeighbours,
     TargetItem,
 )
-from agents.pcf.reference import REFERENCE_COLLECTION, SectorStats, index_references, load_carbon_catalogue
+from agents.pcf.hierarchy import DEFAULT_COVERAGE, HierarchicalEstimate, HierarchicalPCF
+from agents.pcf.reference import (
+    REFERENCE_COLLECTION,
+    ReferenceProduct,
+    SectorStats,
+    index_references,
+    load_carbon_catalogue,
+    product_text,
+)
 from core.io import UNDECODABLE_PREFIX, BadLine, atomic_write_text, iter_jsonl, printable, undecodable_reason, untyped
 
 logger = logging.getLogger(__name__)
@@ -49,6 +60,8 @@ CATEGORY_FIELDS = ("category", "categories", "main_category")
 DESCRIPTION_FIELDS = ("description", "desc")
 BRAND_FIELDS = ("brand", "company")
 WEIGHT_FIELDS = ("weight_kg", "weight")
+ESTIMATORS = ("hierarchical", "knn")
+METHOD_HIERARCHICAL = "hierarchical"
 
 
 @dataclass
@@ -109,12 +122,19 @@ def item_from_record(record: dict[str, Any], line: int, seen: dict[str, int]) ->
     weight_field, weight = _pick(record, WEIGHT_FIELDS)
     weight_kg = None
     if _text(weight):
-        try:
-            weight_kg = float(_text(weight))
-        except ValueError:
-            return Reject(line, weight_field or "weight_kg", f"weight {weight!r} is not a number", raw)
-        if not math.isfinite(weight_kg) or weight_kg <= 0:
-            return Reject(line, weight_field or "weight_kg", f"weight {weight!r} must be a positive number", raw)
+        try:  # a number in kg, or a number with its unit ("8 oz", "1.2 lb")
+            weight_kg = parse_column_value(weight if isinstance(weight, (int, float)) else _text(weight), "weight_kg")
+        except ValueError as exc:
+            return Reject(line, weight_field or "weight_kg", f"weight: {exc}", raw)
+    attribute_columns = {k: v for k, v in record.items() if untyped(str(k).strip()).lower() not in WEIGHT_FIELDS}
+    attributes, errors = attributes_from_record(
+        {untyped(str(k).strip()): v for k, v in attribute_columns.items()}, _text(title)
+    )
+    if errors:
+        column, error = errors[0]
+        return Reject(line, column, error, raw)
+    if weight_kg is not None:
+        attributes["weight_kg"] = weight_kg
     seen[item_id] = line
     return TargetItem(
         item_id=item_id,
@@ -123,6 +143,7 @@ def item_from_record(record: dict[str, Any], line: int, seen: dict[str, int]) ->
         description=_text(_pick(record, DESCRIPTION_FIELDS)[1]),
         brand=_text(_pick(record, BRAND_FIELDS)[1]),
         weight_kg=weight_kg,
+        attributes=attributes,
     )
 
 
@@ -300,6 +321,39 @@ def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------------- the job
 
 
+def fit_hierarchy(
+    products: Sequence[ReferenceProduct], embedder: Any, k: int = DEFAULT_K, coverage: float = DEFAULT_COVERAGE
+) -> HierarchicalPCF:
+    """The hierarchical estimator fitted on the reference (indexed by full text, held out by plain text)."""
+    embeddings = embedder.embed_texts([p.text() for p in products])
+    plain = embedder.embed_texts([product_text(p.name, description=p.detail, brand=p.company) for p in products])
+    return HierarchicalPCF(k=k, coverage=coverage).fit(products, embeddings, plain)
+
+
+def attach_estimate(
+    label: PCFLabel, item: TargetItem, estimate: HierarchicalEstimate, hierarchy: HierarchicalPCF, replace: bool
+) -> None:
+    """Put the hierarchical estimate on a label: its value (``replace``, not for LLM answers), interval, flags.
+
+    The interval keeps the hierarchical model's calibrated width and is centred on the label's final value;
+    the plausibility flag is checked on that value against the predicted category's range.
+    """
+    if replace and label.method != METHOD_LLM:
+        label.pcf_kg = estimate.pcf_kg
+        label.method = METHOD_HIERARCHICAL
+        label.sector = estimate.category
+    extra = estimate.record()
+    extra["pcf_low_kg"] = float(f"{label.pcf_kg * estimate.low_kg / estimate.pcf_kg:.6g}")
+    extra["pcf_high_kg"] = float(f"{label.pcf_kg * estimate.high_kg / estimate.pcf_kg:.6g}")
+    plausible = hierarchy.plausible(estimate.category, label.pcf_kg)
+    flags = [f for f in estimate.flags if f != "outside_category_range"]
+    if not plausible:
+        flags.insert(0, "outside_category_range")
+    extra["plausible"], extra["flags"] = plausible, flags
+    extra["attributes"] = dict(item.attributes)
+    label.extra.update(extra)
+
+
 def label_metadata(record: dict[str, Any]) -> dict[str, Any]:
     """Store metadata of a label (Chroma takes scalars and non-empty lists, no None)."""
     meta = {
@@ -308,6 +362,11 @@ def label_metadata(record: dict[str, Any]) -> dict[str, Any]:
         "confidence": float(record["confidence"]),
         "sector": record.get("sector") or "",
     }
+    for key in ("pcf_low_kg", "pcf_high_kg", "plausible", "category"):
+        if record.get(key) is not None:
+            meta[key] = record[key]
+    if record.get("flags"):
+        meta["flags"] = list(record["flags"])
     if record.get("neighbours"):
         meta["neighbours"] = list(record["neighbours"])
         meta["similarities"] = [float(s) for s in record["similarities"]]
@@ -328,8 +387,17 @@ def run_label_job(
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
     reference: str | Path | None = None,
     progress: bool = True,
+    estimator: str = "hierarchical",
+    coverage: float = DEFAULT_COVERAGE,
 ) -> dict[str, Any]:
-    """Label every (shard's) item of ``catalog`` into ``out``; returns a summary dict. Safe to rerun."""
+    """Label every (shard's) item of ``catalog`` into ``out``; returns a summary dict. Safe to rerun.
+
+    ``estimator``: ``hierarchical`` (category prior + neighbour shrinkage, the default) or ``knn`` (the
+    neighbours' weighted geometric mean) for items the LLM does not answer. Every label carries the
+    hierarchical model's ``coverage`` interval (centred on the label's value), its category and flags.
+    """
+    if estimator not in ESTIMATORS:
+        raise PCFDataError(f"--estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
     from filelock import FileLock, Timeout
 
     out = Path(out)
@@ -342,7 +410,7 @@ def run_label_job(
     try:
         return _run_locked(
             catalog, out, store, embedder, llm, llm_name, workers, shard, batch_size, k, similarity_threshold,
-            reference, progress,
+            reference, progress, estimator, coverage,
         )  # fmt: skip
     finally:
         lock.release()
@@ -362,6 +430,8 @@ def _run_locked(
     similarity_threshold,
     reference,
     progress,
+    estimator_name="hierarchical",
+    coverage=DEFAULT_COVERAGE,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     catalogue = read_catalogue(catalog)
@@ -388,8 +458,10 @@ def _run_locked(
         workers=workers,
         llm_name=llm_name,
     )
+    hierarchy = fit_hierarchy(products, embedder, k=k, coverage=coverage) if todo else None
     labels_collection = store.collection(LABEL_COLLECTION, embedder=embedder)
     methods: Counter[str] = Counter()
+    flags: Counter[str] = Counter()
     label_started = time.perf_counter()
     with tqdm(
         total=len(mine), initial=len(mine) - len(todo), desc="pcf label", unit="item", disable=not progress
@@ -399,6 +471,9 @@ def _run_locked(
             texts = [item.text() for item in batch]
             vectors = embedder.embed_texts(texts)
             labels = estimator.estimate(batch, neighbours.search(vectors, k=k))
+            estimates = hierarchy.predict(vectors, [item.attributes for item in batch])
+            for label, item, estimate in zip(labels, batch, estimates, strict=True):
+                attach_estimate(label, item, estimate, hierarchy, replace=estimator_name == "hierarchical")
             records = [label.to_dict() for label in labels]
             # Store first, file second: the file is the record of what is done, so an item whose line was
             # not yet written is simply labelled (and upserted, idempotently) again by the next run.
@@ -410,6 +485,7 @@ def _run_locked(
             )
             _append_lines(out, records)
             methods.update(r["method"] for r in records)
+            flags.update(f for r in records for f in r["flags"])
             bar.update(len(batch))
     seconds = time.perf_counter() - label_started
     summary = {
@@ -426,6 +502,9 @@ def _run_locked(
         "labelled_now": len(todo),
         "methods_now": dict(methods),
         "fallback_reasons": dict(estimator.counts),
+        "estimator": estimator_name,
+        "flags_now": dict(flags),
+        "hierarchy": hierarchy.inner_report if hierarchy is not None else None,
         "llm": llm_name or None,
         "items_per_second": round(len(todo) / seconds, 2) if todo and seconds > 0 else None,
         "seconds": round(time.perf_counter() - started, 2),

@@ -6,12 +6,15 @@ Meets ``agents.pcf`` only through the labels file (JSONL: ``item_id``, ``pcf_kg`
 
 from recsys.carbon.labels import (
     MISSING_POLICIES,
+    UNCERTAINTY_VARIANTS,
     CarbonError,
     ItemPCF,
     LabelsError,
     align_pcf,
+    labels_for_variant,
     read_id_map,
     read_pcf_labels,
+    read_pcf_records,
 )
 from recsys.carbon.rerank import (
     PCF_SCALES,
@@ -28,11 +31,13 @@ from recsys.carbon.sweep import load_checkpoint, markdown_table, sweep_checkpoin
 __all__ = [
     "MISSING_POLICIES",
     "PCF_SCALES",
+    "UNCERTAINTY_VARIANTS",
     "CarbonError",
     "ItemPCF",
     "LabelsError",
     "align_pcf",
     "carbon_reduction_at_loss",
+    "labels_for_variant",
     "lambda_grid",
     "load_checkpoint",
     "markdown_table",
@@ -41,6 +46,7 @@ __all__ = [
     "pareto_frontier",
     "read_id_map",
     "read_pcf_labels",
+    "read_pcf_records",
     "rerank",
     "sweep_checkpoint",
     "sweep_lambdas",

@@ -12,7 +12,14 @@ import time
 from typing import Any
 
 from core.cli import add_verbosity_args, configure_from_args, run_cli
-from recsys.carbon.labels import MISSING_POLICIES, CarbonError, read_id_map, read_pcf_labels
+from recsys.carbon.labels import (
+    MISSING_POLICIES,
+    UNCERTAINTY_VARIANTS,
+    CarbonError,
+    labels_for_variant,
+    read_id_map,
+    read_pcf_records,
+)
 from recsys.carbon.rerank import PCF_SCALES, lambda_grid
 from recsys.carbon.sweep import sweep_checkpoint, write_reports
 
@@ -41,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--pcf-scale",
-        choices=PCF_SCALES,
         default="minmax",
-        help="global PCF normalisation: min-max (the paper's) or min-max of log10",
+        help="global PCF normalisation, one or a comma-separated list (or 'all'): minmax (the paper's), log "
+        "(min-max of log10) or rank (rank share); each is swept and reported side by side (default minmax)",
+    )
+    sweep.add_argument(
+        "--uncertainty",
+        default="none",
+        help="uncertainty-aware variants, one or a comma-separated list (or 'all'): none (point estimate), "
+        "upper (penalise the label's pcf_high_kg, the interval's upper end), skip_implausible (labels with "
+        "plausible=false follow --missing); the carbon reported is always pcf_kg (default none)",
     )
     sweep.add_argument(
         "--candidates", type=int, default=100, help="top-N candidates re-ranked to a top-10 (default 100)"
@@ -73,31 +87,46 @@ def _lambdas(text: str | None) -> list[float]:
     return values
 
 
+def _choices(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """A comma-separated list of ``allowed`` values ('all' = every one), order kept, duplicates dropped."""
+    values = list(allowed) if text.strip() == "all" else list(dict.fromkeys(v.strip() for v in text.split(",")))
+    unknown = [v for v in values if v not in allowed]
+    if not values or unknown:
+        raise CarbonError(f"{option}: {text!r} unknown; use one or more of {', '.join(allowed)} or 'all'")
+    return values
+
+
 def run_sweep(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
     """Run the sweep command and write its reports; returns where they went and the headlines."""
     if args.candidates < 1 or not 0.0 <= args.max_loss < 1.0:
         raise CarbonError("--candidates must be >= 1 and --max-loss in [0, 1)")
     lambdas = _lambdas(args.lambdas)
-    labels = read_pcf_labels(args.labels)
+    scales = _choices(args.pcf_scale, PCF_SCALES, "--pcf-scale")
+    variants = _choices(args.uncertainty, UNCERTAINTY_VARIANTS, "--uncertainty")
+    records = read_pcf_records(args.labels)
     id_map = read_id_map(args.id_map) if args.id_map else None
     started = time.perf_counter()
     results = [
         sweep_checkpoint(
             checkpoint,
-            labels,
+            labels_for_variant(records, variant)[0],
             lambdas,
             missing=args.missing,
             id_map=id_map,
             n_candidates=args.candidates,
-            pcf_scale=args.pcf_scale,
+            pcf_scale=pcf_scale,
             max_loss=args.max_loss,
             data_dir=args.data_dir,
             device=args.device,
             batch_size=args.batch_size,
             progress=not args.quiet,
             labels_source=str(args.labels),
+            penalty=labels_for_variant(records, variant)[1] if variant == "upper" else None,
+            variant=variant,
         )
         for checkpoint in args.checkpoint
+        for pcf_scale in scales
+        for variant in variants
     ]
     from core.provenance import environment
 
@@ -106,7 +135,8 @@ def run_sweep(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any
         "labels_file": str(args.labels),
         "id_map": args.id_map,
         "score": "(1 - lambda) * minmax_per_user(relevance over candidates) - lambda * pcf_norm",
-        "pcf_scale": args.pcf_scale,
+        "pcf_scales": scales,
+        "uncertainty_variants": variants,
         "missing_policy": args.missing,
         "n_candidates": args.candidates,
         "top_k": 10,

@@ -37,12 +37,24 @@ class LabelsError(CarbonError):
     """A labels file (or id map) is malformed or does not fit the dataset; the message names file and line."""
 
 
+UNCERTAINTY_VARIANTS = ("none", "upper", "skip_implausible")
+
+
 def read_pcf_labels(path: str | Path) -> dict[str, float]:
     """``{item_id: pcf_kg}`` from a JSONL labels file; the first line wins for a repeated id."""
+    return {key: record["pcf_kg"] for key, record in read_pcf_records(path).items()}
+
+
+def read_pcf_records(path: str | Path) -> dict[str, dict[str, float | bool]]:
+    """``{item_id: {"pcf_kg", "pcf_high_kg", "plausible"}}``; files without interval fields read as well.
+
+    ``pcf_high_kg`` (the interval's upper end written by ``agents.pcf label``) defaults to ``pcf_kg`` and
+    must be >= it; ``plausible`` defaults to True.
+    """
     path = Path(path)
     if not path.is_file():
         raise LabelsError(f"{path}: labels file not found")
-    labels: dict[str, float] = {}
+    labels: dict[str, dict[str, float | bool]] = {}
     duplicates = 0
     # the labelling job appends whole lines; an unterminated, undecodable last one is a write cut by a kill
     for line_no, record in iter_jsonl(path, error=LabelsError, torn_tail="skip"):
@@ -56,11 +68,17 @@ def read_pcf_labels(path: str | Path) -> dict[str, float]:
         value = float(value)
         if not math.isfinite(value) or value <= 0:
             raise LabelsError(f"{where}: field 'pcf_kg' must be a finite number > 0, got {value!r}")
+        high = record.get("pcf_high_kg", value)
+        if isinstance(high, bool) or not isinstance(high, (int, float)) or not math.isfinite(high) or high < value:
+            raise LabelsError(f"{where}: field 'pcf_high_kg' must be a number >= pcf_kg, got {high!r}")
+        plausible = record.get("plausible", True)
+        if not isinstance(plausible, bool):
+            raise LabelsError(f"{where}: field 'plausible' must be true or false, got {plausible!r}")
         key = str(item).strip()
         if key in labels:  # the labelling job resumes by skipping ids it has, so the first line is the label
             duplicates += 1
             continue
-        labels[key] = value
+        labels[key] = {"pcf_kg": value, "pcf_high_kg": float(high), "plausible": plausible}
     if not labels:
         raise LabelsError(f"{path}: no labels (the file holds no JSON lines)")
     if duplicates:
@@ -86,6 +104,25 @@ def read_id_map(path: str | Path) -> dict[str, str]:
                 )
             mapping[fields[0]] = fields[1]
     return mapping
+
+
+def labels_for_variant(
+    records: dict[str, dict[str, float | bool]], variant: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(labels measured, labels penalised) for an uncertainty variant of the re-ranking.
+
+    ``none``: both the point estimate. ``upper``: the penalty uses the interval's upper end (an uncertain
+    label counts as heavy). ``skip_implausible``: labels flagged implausible are dropped (they follow the
+    missing-item policy). The carbon reported is always the point estimate.
+    """
+    if variant not in UNCERTAINTY_VARIANTS:
+        raise CarbonError(f"uncertainty variant {variant!r} unknown; use one of {', '.join(UNCERTAINTY_VARIANTS)}")
+    kept = {k: r for k, r in records.items() if variant != "skip_implausible" or r["plausible"]}
+    if not kept:
+        raise CarbonError("every label is flagged implausible; nothing left to re-rank with")
+    measured = {k: float(r["pcf_kg"]) for k, r in kept.items()}
+    penalised = {k: float(r["pcf_high_kg"]) for k, r in kept.items()} if variant == "upper" else measured
+    return measured, penalised
 
 
 @dataclasses.dataclass

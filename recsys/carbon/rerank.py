@@ -10,7 +10,9 @@ The re-ranking score of candidate ``i`` of user ``u`` (the seed paper's, arXiv 2
 - ``pcf_norm``: min-max of the PCF over the catalogue's (labelled) items, one scale for every user, so a
   given lambda trades the same kilograms for every user. ``"log"`` min-maxes ``log10(pcf)`` instead: PCFs
   span orders of magnitude, and on the linear scale most items sit near 0 so that only lambdas near 1
-  matter (which is why the grid is dense there). A constant PCF normalises to 0.
+  matter (which is why the grid is dense there). ``"rank"`` uses each item's PCF rank share instead, so
+  only the order of the labels counts (robust to a few absurd labels, blind to how far apart they are). A
+  constant PCF normalises to 0.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-PCF_SCALES = ("minmax", "log")
+PCF_SCALES = ("minmax", "log", "rank")
 
 
 def minmax_per_user(scores: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,7 +44,8 @@ def minmax_per_user(scores: torch.Tensor, valid: torch.Tensor | None = None) -> 
 
 
 def normalise_pcf(pcf_kg: np.ndarray | torch.Tensor, scale: str = "minmax") -> torch.Tensor:
-    """Global min-max (``"minmax"``) or min-max of log10 (``"log"``) over the finite entries; NaN stays NaN."""
+    """Global min-max (``"minmax"``), min-max of log10 (``"log"``) or the rank share (``"rank"``: average rank of
+    each finite entry, 0 for the smallest, 1 for the largest) over the finite entries; NaN stays NaN."""
     if scale not in PCF_SCALES:
         raise ValueError(f"pcf scale {scale!r} unknown; use one of {', '.join(PCF_SCALES)}")
     values = torch.as_tensor(np.asarray(pcf_kg, dtype=np.float64))
@@ -53,6 +56,12 @@ def normalise_pcf(pcf_kg: np.ndarray | torch.Tensor, scale: str = "minmax") -> t
         if bool((values[finite] <= 0).any()):
             raise ValueError("pcf: log scale needs every PCF > 0")
         values = torch.where(finite, torch.log10(values.clamp(min=1e-300)), values)
+    if scale == "rank":
+        from scipy.stats import rankdata
+
+        ranks = values.clone()
+        ranks[finite] = torch.as_tensor(rankdata(values[finite].numpy(), method="average"), dtype=torch.float64)
+        values = ranks
     low, high = values[finite].min(), values[finite].max()
     if high > low:
         return (values - low) / (high - low)

@@ -45,8 +45,13 @@ def sweep_lambdas(
     batch_size: int = 1024,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    penalty_pcf_kg: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per lambda: ``lambda``, ``ndcg@10``, ``recall@10``, ``mean_pcf_kg``, ``pcf_reduction_pct``."""
+    """One row per lambda: ``lambda``, ``ndcg@10``, ``recall@10``, ``mean_pcf_kg``, ``pcf_reduction_pct``.
+
+    ``penalty_pcf_kg`` (per item, e.g. the interval's upper end) replaces ``item_pcf.pcf_kg`` in the
+    re-ranking score only; ``mean_pcf_kg`` always reports ``item_pcf.pcf_kg``.
+    """
     device = torch.device(device)
     lambdas = [float(x) for x in lambdas]
     if not lambdas or any(not 0.0 <= x <= 1.0 for x in lambdas):
@@ -55,7 +60,10 @@ def sweep_lambdas(
     if item_pcf.pcf_kg.shape[0] != n_items:
         raise CarbonError(f"PCF vector has {item_pcf.pcf_kg.shape[0]} items, the model scores {n_items}")
     pcf_kg = torch.as_tensor(item_pcf.pcf_kg, dtype=torch.float64, device=device)
-    pcf_norm = normalise_pcf(item_pcf.pcf_kg, pcf_scale).to(device)
+    penalty = item_pcf.pcf_kg if penalty_pcf_kg is None else penalty_pcf_kg
+    if penalty.shape != item_pcf.pcf_kg.shape:
+        raise CarbonError(f"penalty PCF has {penalty.shape[0]} items, the PCF vector {item_pcf.pcf_kg.shape[0]}")
+    pcf_norm = normalise_pcf(penalty, pcf_scale).to(device)
     allowed = torch.as_tensor(item_pcf.allowed, device=device)
     users = np.flatnonzero(np.diff(test_csr.indptr) > 0).astype(np.int64)
     if users.size == 0:
@@ -124,14 +132,24 @@ def sweep_checkpoint(
     batch_size: int = 1024,
     progress: bool = True,
     labels_source: str = "labels",
+    penalty: dict[str, float] | None = None,
+    variant: str = "none",
 ) -> dict[str, Any]:
-    """Sweep one checkpoint: rows per lambda, the Pareto frontier and the headline figure."""
+    """Sweep one checkpoint: rows per lambda, the Pareto frontier and the headline figure.
+
+    ``penalty`` (same ids as ``labels``, e.g. the intervals' upper ends) is what the re-ranker penalises;
+    ``variant`` names it in the report.
+    """
     if 0.0 not in [float(x) for x in lambdas]:
         raise CarbonError("the lambda grid must contain 0 (the baseline that reductions are measured against)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, split, run = load_checkpoint(checkpoint, data_dir)
     model.to(device).eval()
     item_pcf = align_pcf(labels, split.train.item_map, missing=missing, id_map=id_map, source=labels_source)
+    penalty_pcf = None
+    if penalty is not None:
+        penalty_pcf = align_pcf(penalty, split.train.item_map, missing=missing, id_map=id_map, source=labels_source)
+        penalty_pcf = penalty_pcf.pcf_kg
     train = split.train.to_csr()
     mask = train if split.valid.n_interactions == 0 else (train + split.valid.to_csr())
     test_csr = split.test.to_csr()
@@ -159,6 +177,7 @@ def sweep_checkpoint(
         batch_size=batch_size,
         device=device,
         progress=progress,
+        penalty_pcf_kg=penalty_pcf,
     )
     frontier = pareto_frontier([r["ndcg@10"] for r in rows], [r["mean_pcf_kg"] for r in rows])
     for i, row in enumerate(rows):
@@ -167,6 +186,8 @@ def sweep_checkpoint(
         "checkpoint": str(checkpoint),
         "model": model.name,
         "dataset": run.get("dataset", run.get("data_config", {}).get("dataset")),
+        "pcf_scale": pcf_scale,
+        "uncertainty": variant,
         "protocol": split.protocol,
         "data_config": run.get("data_config"),
         "train_seed": run.get("seed"),
@@ -185,13 +206,14 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     """A Markdown report: one headline line per model, then each model's sweep table (* = Pareto-optimal)."""
     lines = ["# Carbon-aware re-ranking sweep", ""]
     lines += [
-        "| model | dataset | NDCG@10 (lambda 0) | lambda | NDCG@10 loss | carbon reduction |",
-        "|---|---|---|---|---|---|",
+        "| model | dataset | PCF scale | uncertainty | NDCG@10 (lambda 0) | lambda | NDCG@10 loss | carbon reduction |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         h = res["headline"]
         lines.append(
-            f"| {res['label']} | {res['dataset']} | {h['baseline_ndcg@10']:.4f} | {h['lambda']:.4f} | "
+            f"| {res['model']} | {res['dataset']} | {res.get('pcf_scale', 'minmax')} | "
+            f"{res.get('uncertainty', 'none')} | {h['baseline_ndcg@10']:.4f} | {h['lambda']:.4f} | "
             f"{h['ndcg_loss_pct']:.1f}% | **{h['carbon_reduction_pct']:.1f}%** |"
         )
     lines += [
@@ -250,11 +272,17 @@ def write_reports(results: list[dict[str, Any]], out: str | Path, meta: dict[str
     """Write ``carbon_sweep.json``, ``carbon_sweep.md`` and one ``pareto_<dataset>.png`` per dataset."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [r["model"] for r in results]
-    for res in results:  # a curve label per checkpoint, unique even for two runs of one model
-        res["label"] = (
-            res["model"] if names.count(res["model"]) == 1 else f"{res['model']} ({Path(res['checkpoint']).name})"
+    configs = {(r.get("pcf_scale", "minmax"), r.get("uncertainty", "none")) for r in results}
+    checkpoints = {r["model"]: set() for r in results}
+    for res in results:
+        checkpoints[res["model"]].add(res["checkpoint"])
+    for res in results:  # a curve label per checkpoint (and scale / variant), unique even for two runs of one model
+        label = (
+            res["model"] if len(checkpoints[res["model"]]) == 1 else f"{res['model']} ({Path(res['checkpoint']).name})"
         )
+        if len(configs) > 1:
+            label += f" [{res.get('pcf_scale', 'minmax')}, {res.get('uncertainty', 'none')}]"
+        res["label"] = label
     plots = []
     for dataset in dict.fromkeys(str(r["dataset"]) for r in results):
         group = [r for r in results if str(r["dataset"]) == dataset]

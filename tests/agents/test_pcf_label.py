@@ -123,7 +123,9 @@ def test_job_labels_each_item_once_upserts_the_store_and_resumes(tmp_path: Path,
     assert stored["pcf_kg"] == pytest.approx(first["pcf_kg"]) and stored["neighbours"] == first["neighbours"]
     for line in out.read_text().splitlines():
         record = json.loads(line)
-        assert record["pcf_kg"] > 0 and record["method"] == "knn" and len(record["neighbours"]) == 5
+        assert record["pcf_kg"] > 0 and record["method"] == "hierarchical" and len(record["neighbours"]) == 5
+        assert record["pcf_low_kg"] < record["pcf_kg"] < record["pcf_high_kg"] and record["interval_coverage"] == 0.8
+        assert isinstance(record["plausible"], bool) and isinstance(record["flags"], list)
         assert len(record["similarities"]) == 5 and 0 <= record["confidence"] <= 1
     # A rerun does nothing; a grown catalogue labels only the new items.
     assert run_label_job(items, out, store, embedder, progress=False)["labelled_now"] == 0
