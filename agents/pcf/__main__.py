@@ -16,6 +16,7 @@ from agents.pcf.label import BRAND_FIELDS, CATEGORY_FIELDS, DESCRIPTION_FIELDS, 
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.pcf")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def _load_llm(spec: str) -> tuple[Any, str]:
@@ -72,7 +73,14 @@ def _label(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _eval(args: argparse.Namespace) -> dict[str, Any]:
-    from agents.pcf.evaluate import evaluate, format_table
+    from agents.pcf.evaluate import (
+        TRANSFER_PROTOCOLS,
+        evaluate,
+        evaluate_transfer,
+        format_table,
+        format_transfer_table,
+        plain_text,
+    )
     from agents.pcf.reference import load_carbon_catalogue
     from core.io import atomic_write_text
     from retrieval.embed import make_text_embedder
@@ -101,11 +109,64 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
         print()
         print(format_table(result, "llm_subset"))
         print(f"LLM answers that parsed: {result['llm_valid_share']:.1%}")
+    protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = [p for p in protocols if p not in TRANSFER_PROTOCOLS]
+    if unknown:
+        raise PCFError(f"--protocols: {unknown} unknown; use {', '.join(TRANSFER_PROTOCOLS)} (comma-separated)")
+    if protocols:
+        if not 0.0 < args.coverage < 1.0:
+            raise PCFError(f"--coverage must be in (0, 1), got {args.coverage}")
+        queries = embedder.embed_texts([plain_text(p) for p in products])
+        result["transfer"] = {}
+        for protocol in protocols:
+            transfer = evaluate_transfer(
+                products, embeddings, queries, protocol, n_folds=args.folds, k=args.k, seed=args.seed,
+                coverage=args.coverage,
+            )  # fmt: skip
+            result["transfer"][protocol] = transfer
+            print()
+            print(format_transfer_table(transfer))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2))
     print(f"wrote {out}")
     return None
+
+
+def _transfer(args: argparse.Namespace) -> None:
+    """Fit on one food LCA table (AGRIBALYSE), estimate another (Poore & Nemecek), print and write the metrics."""
+    from agents.pcf.evaluate import evaluate_external, format_external_table
+    from agents.pcf.food import load_agribalyse, load_poore_nemecek
+    from agents.pcf.reference import product_text
+    from core.io import atomic_write_text
+    from retrieval.embed import make_text_embedder
+
+    if not 0.0 < args.coverage < 1.0:
+        raise PCFError(f"--coverage must be in (0, 1), got {args.coverage}")
+    reference = load_agribalyse(args.reference or DEFAULT_DATA / "agribalyse_food_lca")
+    targets = load_poore_nemecek(args.targets or DEFAULT_DATA / "food_emissions_poore_nemecek")
+    embedder = make_text_embedder(args.embedder)
+    embeddings = embedder.embed_texts([p.text() for p in reference])
+    queries = embedder.embed_texts([product_text(p.name) for p in reference])
+    target_embeddings = embedder.embed_texts([product_text(t.name) for t in targets])
+    result = evaluate_external(
+        reference,
+        embeddings,
+        queries,
+        [t.name for t in targets],
+        [t.pcf_kg for t in targets],
+        target_embeddings,
+        k=args.k,
+        coverage=args.coverage,
+    )
+    result["reference"], result["targets_file"] = "agribalyse_food_lca", "food_emissions_poore_nemecek"
+    result["embedder"] = embedder.name
+    result["command"] = "python -m agents.pcf " + " ".join(sys.argv[1:])
+    print(format_external_table(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    print(f"wrote {out}")
 
 
 def _index(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,9 +278,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="give the pipeline and the LLM each product's weight (kNN is reported both ways)",
     )
+    evaluation.add_argument(
+        "--protocols",
+        default="grouped_kfold,leave_one_sector_out",
+        help="transfer evaluations of the hierarchical estimator beside global / sector / category median and kNN "
+        "(held-out products described without their sector): grouped_kfold, leave_one_sector_out, both "
+        "(default) or '' for none",
+    )
+    evaluation.add_argument(
+        "--coverage", type=float, default=0.8, help="target coverage of the estimator's intervals (default 0.8)"
+    )
     evaluation.add_argument("--out", default="runs/pcf/eval.json", help="JSON result (default runs/pcf/eval.json)")
     common(evaluation)
     evaluation.set_defaults(run=_eval)
+
+    transfer = verbs.add_parser(
+        "transfer",
+        help="transfer to an unseen catalogue: fit on AGRIBALYSE foods, estimate Poore & Nemecek's 43 foods "
+        "(both kg CO2e per kg)",
+    )
+    transfer.add_argument(
+        "--targets", help="Poore & Nemecek Food_Production.csv or its folder (default: ../shared/data/...)"
+    )
+    transfer.add_argument("--coverage", type=float, default=0.8, help="interval coverage (default 0.8)")
+    transfer.add_argument(
+        "--out", default="runs/pcf/transfer_food.json", help="JSON result (default runs/pcf/transfer_food.json)"
+    )
+    transfer.add_argument("--reference", help="AGRIBALYSE agribalyse_synthese.csv or its folder")
+    transfer.add_argument("--embedder", default="minilm", choices=["minilm", "hashing"], help="text embedder")
+    transfer.add_argument("--k", type=int, default=5, help="reference neighbours per product (default 5)")
+    add_verbosity_args(transfer)
+    transfer.set_defaults(run=_transfer)
 
     index = verbs.add_parser("index", help="index the reference catalogue into the store (idempotent)")
     index.add_argument("--store", help="store directory or Chroma server URL")

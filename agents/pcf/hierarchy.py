@@ -11,8 +11,12 @@ All in y = log10(PCF). For a target product:
 3. Each of the k nearest references j is a noisy observation of y: v_j (its log PCF, attribute-adjusted
    the same way) with variance sigma^2(s_j), a decreasing function of the cosine similarity s_j fitted by
    isotonic regression on held-out neighbour pairs of the reference itself. Their precision-weighted mean m
-   has precision P = sum_j 1/sigma^2(s_j) / (1 + rho (k - 1)), where rho (the neighbours' redundancy) is
-   chosen on inner held-out folds among a grid that includes "prior only" (P = 0).
+   has precision P = sum_j w_j / (1 + rho (k - 1)), with w_j = max(0, 1/sigma^2(s_j) - gamma/D_c): a
+   neighbour counts only by what it tells beyond a random member of the category (D_c = the mean squared
+   log difference of two random members of the category, measured on the reference), in a share gamma.
+   rho (the neighbours' redundancy) and gamma (0, 0.5 or 1) are chosen on inner held-out folds among a
+   grid that includes "prior only" (P = 0). The noise curve is fitted on the inner neighbours and on random
+   reference pairs, so it knows what a low similarity is worth.
 4. The posterior: y_hat = (mu / tau^2 + P m) / (1 / tau^2 + P), variance 1 / (1 / tau^2 + P). Weak
    neighbours (small s_j, large sigma^2) give P ~ 0 and the estimate falls back to the category prior.
 5. The interval is y_hat +- q sd, with q the ``coverage`` quantile of |residual| / sd over the inner
@@ -39,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_COVERAGE = 0.8
 RHO_GRID = (0.0, 0.25, 0.5, 1.0, math.inf)  # inf = prior only
-MIN_CATEGORY_SIZE = 3
+GAMMA_GRID = (0.0, 0.5, 1.0)
+RANDOM_PAIRS = 5
 MIN_ATTRIBUTE_SIZE = 8
 WEAK_NEIGHBOUR_SHARE = 0.25
 UNCERTAIN_CATEGORY = 0.5
@@ -177,6 +182,7 @@ class _Evidence:
 
     mu: np.ndarray
     tau2: np.ndarray
+    within2: np.ndarray
     values: np.ndarray
     similarities: np.ndarray
     category: list[str]
@@ -196,6 +202,7 @@ class HierarchicalPCF:
         inner_folds: int = 5,
         range_margin: float = 2.0,
         seed: int = 0,
+        random_pairs: int = RANDOM_PAIRS,
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
@@ -206,6 +213,8 @@ class HierarchicalPCF:
         self.inner_folds = inner_folds
         self.range_margin = range_margin
         self.seed = seed
+        self.random_pairs = random_pairs
+        self.gamma = 0.0
         self.rho = 0.0
         self.interval_q = 1.2816
         self.inner_report: dict[str, Any] = {}
@@ -247,7 +256,7 @@ class HierarchicalPCF:
             top_sims = np.take_along_axis(similarities, top, axis=1)
         else:
             top, top_sims = neighbours
-        mu, tau2 = np.zeros(n), np.zeros(n)
+        mu, tau2, within2 = np.zeros(n), np.zeros(n), np.zeros(n)
         values = np.full(top.shape, np.nan)
         chosen, probability, used = [], np.zeros(n), []
         for i in range(n):
@@ -269,6 +278,8 @@ class HierarchicalPCF:
                     spreads.append(other.spread)
             means_arr, spreads_arr = np.array(means), np.array(spreads)
             mu[i] = means_arr[best]
+            # half the mean squared difference of two random members of the category (2 spread^2 when unknown)
+            within2[i] = self.category_pair_d2.get(category, 2 * spreads_arr[best] ** 2) / 2
             # the category's spread, plus how far the other categories the classifier considers sit from it
             tau2[i] = float(np.sum(probabilities[i] * (spreads_arr**2 + (means_arr - mu[i]) ** 2)))
             for slot, j in enumerate(top[i]):
@@ -282,12 +293,39 @@ class HierarchicalPCF:
             chosen.append(category)
             probability[i] = probabilities[i, best]
             used.append(attribute)
-        return _Evidence(mu, tau2, values, np.where(np.isfinite(values), top_sims, np.nan), chosen, probability, used)
+        similarities = np.where(np.isfinite(values), top_sims, np.nan)
+        return _Evidence(mu, tau2, within2, values, similarities, chosen, probability, used)
 
-    def _posterior(self, evidence: _Evidence, rho: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(posterior mean, posterior variance, neighbour share) for a redundancy ``rho`` (inf = prior only)."""
+    def _category_pair_d2(self, groups: Sequence[str]) -> dict[str, float]:
+        """Mean squared log difference of random pairs (other groups) inside each category."""
+        rng = np.random.default_rng(self.seed + 1)
+        result = {}
+        groups_arr = np.asarray(groups)
+        for category in sorted(set(self.categories.tolist())):
+            rows = np.flatnonzero(self.categories == category)
+            if len(rows) < 2:
+                continue
+            first = rng.choice(rows, size=20 * len(rows))
+            second = rng.choice(rows, size=20 * len(rows))
+            keep = groups_arr[first] != groups_arr[second]
+            if keep.any():
+                result[category] = float(np.mean((self.y[first[keep]] - self.y[second[keep]]) ** 2))
+        return result
+
+    def _posterior(
+        self, evidence: _Evidence, rho: float, gamma: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(posterior mean, posterior variance, neighbour share) for a redundancy ``rho`` (inf = prior only) and
+        a share ``gamma`` of the category's random-pair precision taken off each neighbour's."""
+        gamma = self.gamma if gamma is None else gamma
         valid = np.isfinite(evidence.values)
-        precision = np.where(valid, 1.0 / self.noise(np.where(valid, evidence.similarities, 0.0)), 0.0)
+        # A neighbour informs beyond the prior only by what it adds to a random member of the category, whose
+        # mean squared difference to the target is D_c (measured on the reference): its net precision is
+        # 1/sigma^2(s) - 1/D_c, >= 0.
+        raw = 1.0 / self.noise(np.where(valid, evidence.similarities, 0.0))
+        net = np.maximum(raw - gamma / (2.0 * np.maximum(evidence.within2, 1e-6))[:, None], 0.0)
+        precision = np.where(valid, net, 0.0)
+        valid = valid & (precision > 0)
         counts = valid.sum(axis=1)
         total = precision.sum(axis=1)
         mean = np.where(
@@ -321,10 +359,13 @@ class HierarchicalPCF:
         self.categories = np.array([p.sector for p in self.products])
         self.ref_attributes = [reference_attributes(p) for p in self.products]
         groups = [p.group or p.ref_id for p in self.products]
+        self.category_pair_d2 = self._category_pair_d2(groups)
         n_inner = min(self.inner_folds, len(set(groups)))
         # Inner held-out folds: every product is predicted by a model that never saw its group.
         folds = grouped_folds(groups, n_inner, self.seed)
         evidence_parts: list[tuple[np.ndarray, _Evidence]] = []
+        rng = np.random.default_rng(self.seed)
+        random_similarities, random_squared = [], []
         for fold in range(n_inner):
             test = np.flatnonzero(folds == fold)
             train = folds != fold
@@ -342,10 +383,15 @@ class HierarchicalPCF:
                 allowed=train[None, :],
             )
             evidence_parts.append((test, evidence))
+            # random reference pairs anchor the noise curve at low similarity (weak neighbours = noise)
+            partners = rows[rng.integers(0, len(rows), size=(len(test), self.random_pairs))]
+            random_similarities.append(np.einsum("id,ijd->ij", queries[test], self.embeddings[partners]).ravel())
+            random_squared.append(((self.y[test][:, None] - self.y[partners]) ** 2).ravel())
         order = np.concatenate([t for t, _ in evidence_parts])
         evidence = _Evidence(
             mu=np.concatenate([e.mu for _, e in evidence_parts]),
             tau2=np.concatenate([e.tau2 for _, e in evidence_parts]),
+            within2=np.concatenate([e.within2 for _, e in evidence_parts]),
             values=np.concatenate([e.values for _, e in evidence_parts]),
             similarities=np.concatenate([e.similarities for _, e in evidence_parts]),
             category=[c for _, e in evidence_parts for c in e.category],
@@ -355,18 +401,28 @@ class HierarchicalPCF:
         truth = self.y[order]
         valid = np.isfinite(evidence.values)
         squared = (truth[:, None] - evidence.values) ** 2
-        self.noise = _Isotonic(evidence.similarities[valid], squared[valid])
+        self.noise = _Isotonic(
+            np.concatenate([evidence.similarities[valid], *random_similarities]),
+            np.concatenate([squared[valid], *random_squared]),
+        )
         errors = {}
         for rho in RHO_GRID:
-            estimate, _, _ = self._posterior(evidence, rho)
-            errors[rho] = float(np.mean(np.abs(estimate - truth)))
-        self.rho = min(errors, key=lambda r: (errors[r], -r if math.isfinite(r) else -1e9))
+            for gamma in GAMMA_GRID:
+                if math.isinf(rho) and gamma > 0:
+                    continue
+                estimate, _, _ = self._posterior(evidence, rho, gamma)
+                errors[(rho, gamma)] = float(np.mean(np.abs(estimate - truth)))
+        # ties go to the more cautious setting (larger gamma, then larger rho)
+        self.rho, self.gamma = min(errors, key=lambda key: (round(errors[key], 12), -key[1], -key[0]))
         estimate, variance, share = self._posterior(evidence, self.rho)
         standardised = np.abs(estimate - truth) / np.sqrt(variance)
         self.interval_q = float(np.quantile(standardised, self.coverage))
         self.inner_report = {
             "rho": None if math.isinf(self.rho) else self.rho,
-            "inner_mean_abs_log10_error": {("prior_only" if math.isinf(r) else str(r)): e for r, e in errors.items()},
+            "gamma": self.gamma,
+            "inner_mean_abs_log10_error": {
+                ("prior_only" if math.isinf(r) else f"rho={r},gamma={g}"): e for (r, g), e in errors.items()
+            },
             "inner_category_median_mean_abs_log10_error": float(np.mean(np.abs(evidence.mu - truth))),
             "interval_q": self.interval_q,
             "inner_classifier_accuracy": float(np.mean(np.array(evidence.category) == self.categories[order])),
