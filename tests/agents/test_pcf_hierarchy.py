@@ -19,7 +19,9 @@ DIM = 56
 UNUSED = 8  # the last dimensions no reference product uses: a target there resembles nothing in the reference
 
 
-def synthetic_catalogue(n_per_category: int, seed: int, noise: float = 0.3) -> tuple[list[ReferenceProduct], np.ndarray]:
+def synthetic_catalogue(
+    n_per_category: int, seed: int, noise: float = 0.3
+) -> tuple[list[ReferenceProduct], np.ndarray]:
     """Products whose embedding = category direction + a product direction; log PCF = category level + the
     product direction's first coordinate (so near neighbours share footprints) + Gaussian noise."""
     rng = np.random.default_rng(seed)
@@ -62,9 +64,10 @@ def test_weak_neighbours_fall_back_to_the_category_prior(fitted: HierarchicalPCF
     assert estimate.category == "steel"
     assert estimate.neighbour_share < 0.5 and "weak_neighbours" in estimate.flags
     prior = fitted.category_median_kg("steel")
-    assert abs(math.log10(estimate.pcf_kg) - math.log10(prior)) < 0.5 * abs(
-        math.log10(np.mean([n.pcf_kg for n in fitted.products[:5]])) - math.log10(prior)
-    ) + 0.15
+    assert (
+        abs(math.log10(estimate.pcf_kg) - math.log10(prior))
+        < 0.5 * abs(math.log10(np.mean([n.pcf_kg for n in fitted.products[:5]])) - math.log10(prior)) + 0.15
+    )
     # The exact copy of a reference product: its neighbour dominates and the estimate follows it.
     strong = fitted.embeddings[7:8]
     copy = fitted.predict(strong)[0]
@@ -115,10 +118,12 @@ def test_attribute_elasticity_is_fitted_within_category_and_used() -> None:
     y = 1.0 + 0.8 * np.log10(weights) + rng.normal(0, 0.05, size=40)
     priors = fit_category_priors(y, ["pans"] * 40, [{"weight_kg": w} for w in weights])
     slope, mean_x, residual = priors["pans"].slopes["weight_kg"]
+    assert mean_x == pytest.approx(np.mean(np.log10(weights)))
     assert slope == pytest.approx(0.8, abs=0.05) and residual < 0.1
-    assert "weight_kg" not in fit_category_priors(y[:5], ["pans"] * 5, [{"weight_kg": w} for w in weights[:5]])[
-        "pans"
-    ].slopes
+    assert (
+        "weight_kg"
+        not in fit_category_priors(y[:5], ["pans"] * 5, [{"weight_kg": w} for w in weights[:5]])["pans"].slopes
+    )
 
 
 def test_synthetic_held_out_folds_never_worse_than_the_category_median() -> None:
