@@ -306,3 +306,62 @@ def test_cli_bad_input_gives_one_line_and_exit_2(tiny_runs, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         carbon_main(["sweep", "--help"])
     assert info.value.code == 0
+
+
+# -- PCF scalings and uncertainty-aware variants --------------------------------------------------------------
+
+
+def test_rank_scaling_uses_only_the_order_with_average_ties():
+    out = normalise_pcf(np.array([1.0, 1e6, 10.0, np.nan, 10.0]), "rank")
+    assert out[:3].tolist() == [0.0, 1.0, pytest.approx(1.5 / 3)] and math.isnan(out[3]) and out[4] == out[2]
+    # an absurd label moves min-max, not rank
+    assert normalise_pcf(np.array([1.0, 2.0, 3.0, 1e9]), "rank").tolist() == [0.0, 1 / 3, 2 / 3, 1.0]
+
+
+def test_label_variants_penalise_the_upper_end_or_drop_implausible(tmp_path):
+    path = _write(
+        tmp_path / "labels.jsonl",
+        [
+            '{"item_id": "a", "pcf_kg": 1.0, "pcf_high_kg": 50.0, "plausible": true}',
+            '{"item_id": "b", "pcf_kg": 2.0, "pcf_high_kg": 3.0, "plausible": false}',
+            '{"item_id": "c", "pcf_kg": 4.0}',
+        ],
+    )
+    from recsys.carbon import labels_for_variant, read_pcf_records
+
+    records = read_pcf_records(path)
+    assert labels_for_variant(records, "none") == ({"a": 1.0, "b": 2.0, "c": 4.0},) * 2
+    assert labels_for_variant(records, "upper") == ({"a": 1.0, "b": 2.0, "c": 4.0}, {"a": 50.0, "b": 3.0, "c": 4.0})
+    assert labels_for_variant(records, "skip_implausible")[0] == {"a": 1.0, "c": 4.0}
+    bad = _write(tmp_path / "bad.jsonl", ['{"item_id": "a", "pcf_kg": 5.0, "pcf_high_kg": 1.0}'])
+    with pytest.raises(LabelsError, match=r"bad.jsonl:1: field 'pcf_high_kg'"):
+        read_pcf_records(bad)
+
+
+def test_sweep_reports_every_scaling_and_variant_side_by_side(tiny_runs, tmp_path):
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(40):
+        value = float(np.exp(rng.normal(1.0, 1.0)))
+        lines.append(
+            json.dumps(
+                {"item_id": f"i{i}", "pcf_kg": value, "pcf_high_kg": value * (1 + (i % 5)), "plausible": i % 8 != 0}
+            )
+        )
+    labels = _write(tmp_path / "labels.jsonl", lines)
+    out = tmp_path / "sweep"
+    args = ["sweep", "--checkpoint", str(tiny_runs["bpr"]), "--labels", str(labels), "--out", str(out), "--quiet"]
+    assert carbon_main([*args, "--pcf-scale", "all", "--uncertainty", "all", "--lambdas", "0,0.5,0.9,1"]) == 0
+    report = json.loads((out / "carbon_sweep.json").read_text())
+    configs = [(r["pcf_scale"], r["uncertainty"]) for r in report["results"]]
+    assert configs == [(s, u) for s in ("minmax", "log", "rank") for u in ("none", "upper", "skip_implausible")]
+    by_config = {(r["pcf_scale"], r["uncertainty"]): r for r in report["results"]}
+    assert by_config[("log", "skip_implausible")]["labels"]["n_labelled_items"] == 35  # 5 of 40 implausible
+    for scale in ("minmax", "log", "rank"):
+        none, upper = by_config[(scale, "none")]["rows"], by_config[(scale, "upper")]["rows"]
+        assert none[0] == upper[0]  # lambda 0 ignores the PCF
+        # lambda 1 ranks by the penalty: by the point estimate, the lowest mean PCF of all variants' lists
+        assert none[-1]["mean_pcf_kg"] <= upper[-1]["mean_pcf_kg"] + 1e-12
+    table = (out / "carbon_sweep.md").read_text()
+    assert "| rank | skip_implausible |" in table and "| minmax | upper |" in table
+    assert carbon_main([*args, "--pcf-scale", "zscore"]) == 2
