@@ -17,28 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.carbon import run
 from benchmarks.common import print_table, write_results
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def run(command: list[str], log: Path) -> float:
-    """Run one toolkit command with its output in ``log``; returns its wall time."""
-    print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"command failed (exit {done.returncode}), see {log}:\n{log.read_text()[-2000:]}")
-    return time.perf_counter() - started
 
 
 def label_summary(path: Path) -> dict[str, Any]:

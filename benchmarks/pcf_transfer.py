@@ -15,42 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.pcf.evaluate import TRANSFER_METHODS
+from benchmarks.carbon import run
 from benchmarks.common import print_table, write_results
-
-METHOD_ORDER = (
-    "global_median",
-    "sector_median",
-    "category_median",
-    "knn",
-    "knn_weight",
-    "hierarchical",
-    "hierarchical_attributes",
-)
-
-
-def run(command: list[str], log: Path) -> float:
-    """Run one toolkit command with its output in ``log``; returns its wall time."""
-    print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
-    with log.open("w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"command failed (exit {done.returncode}), see {log}:\n{log.read_text()[-2000:]}")
-    return time.perf_counter() - started
 
 
 def rows_of(overall: dict[str, Any], part: str) -> list[dict[str, Any]]:
     """Table rows, one per method, of one protocol's overall metrics."""
     rows = []
-    for method in METHOD_ORDER:
+    for method in TRANSFER_METHODS:
         m = overall.get(method)
         if m is None:
             continue
