@@ -322,10 +322,24 @@ def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def fit_hierarchy(
-    products: Sequence[ReferenceProduct], embedder: Any, k: int = DEFAULT_K, coverage: float = DEFAULT_COVERAGE
+    products: Sequence[ReferenceProduct],
+    embedder: Any,
+    k: int = DEFAULT_K,
+    coverage: float = DEFAULT_COVERAGE,
+    neighbours: StoreNeighbours | None = None,
 ) -> HierarchicalPCF:
-    """The hierarchical estimator fitted on the reference (indexed by full text, held out by plain text)."""
-    embeddings = embedder.embed_texts([p.text() for p in products])
+    """The hierarchical estimator fitted on the reference (indexed by full text, held out by plain text).
+
+    With ``neighbours``, the reference embeddings already in the store are reused instead of embedded again.
+    """
+    embeddings = None
+    if neighbours is not None:
+        matrix = neighbours._matrix()
+        row_of = {product.ref_id: row for row, product in enumerate(matrix.products)}
+        if all(p.ref_id in row_of for p in products):
+            embeddings = matrix.embeddings[[row_of[p.ref_id] for p in products]]
+    if embeddings is None:
+        embeddings = embedder.embed_texts([p.text() for p in products])
     plain = embedder.embed_texts([product_text(p.name, description=p.detail, brand=p.company) for p in products])
     return HierarchicalPCF(k=k, coverage=coverage).fit(products, embeddings, plain)
 
@@ -458,7 +472,7 @@ def _run_locked(
         workers=workers,
         llm_name=llm_name,
     )
-    hierarchy = fit_hierarchy(products, embedder, k=k, coverage=coverage) if todo else None
+    hierarchy = fit_hierarchy(products, embedder, k=k, coverage=coverage, neighbours=neighbours) if todo else None
     labels_collection = store.collection(LABEL_COLLECTION, embedder=embedder)
     methods: Counter[str] = Counter()
     flags: Counter[str] = Counter()

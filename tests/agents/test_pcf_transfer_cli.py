@@ -34,6 +34,7 @@ def small_catalogue(path: Path, per_sector: int = 14) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_label_writes_intervals_flags_and_attributes(tmp_path: Path) -> None:
     items = tmp_path / "items.csv"
     items.write_text(
@@ -88,6 +89,7 @@ def test_label_help_lists_every_attribute_column(capsys: pytest.CaptureFixture[s
         assert column in text
 
 
+@pytest.mark.slow
 def test_eval_prints_both_transfer_protocols_on_a_small_real_catalogue(tmp_path, capsys) -> None:
     reference = small_catalogue(tmp_path / "product_level.csv")
     out = tmp_path / "eval.json"
