@@ -129,6 +129,11 @@ def parse_quantities(text: str) -> dict[str, float]:
             continue
         if raw_unit == "in" and re.match(r"\s+(stock|the|a|an|one|box|store)\b", text[match.end() :], re.IGNORECASE):
             continue  # "5 in stock", "3 in the box": not inches
+        dimension = r"\s*[x×]\s*\d"
+        if attribute == "screen_in" and (
+            re.match(dimension, text[match.end() :]) or re.search(r"(\d|inch|inches|in|\"|”)\s*[x×]\s*$", text[: match.start()], re.IGNORECASE)
+        ):
+            continue  # "5.5 inches x 8.5 inches", "8.5 x 11 in": a sheet's or box's dimensions, not a screen
         digits = match["number"]
         # "1,000 g" is a thousands separator, "3,5 kg" a decimal comma
         number = float(digits.replace(",", "") if re.fullmatch(r"\d{1,3},\d{3}", digits) else digits.replace(",", "."))

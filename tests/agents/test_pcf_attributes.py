@@ -30,7 +30,16 @@ def test_quantities_in_titles_are_found_and_converted(text: str, expected: dict[
 
 
 @pytest.mark.parametrize(
-    "text", ["5 in stock", "power supply unit (MF6004-030L)", "Model A4 printer", "3 in the box", "USB-C cable"]
+    "text",
+    [
+        "5 in stock",
+        "power supply unit (MF6004-030L)",
+        "Model A4 printer",
+        "3 in the box",
+        "USB-C cable",
+        "Greeting cards, 5.5 inches x 8.5 inches",
+        "Copy paper 8.5 x 11 in",
+    ],
 )
 def test_words_and_model_numbers_are_not_quantities(text: str) -> None:
     assert parse(text) == {}
