@@ -131,7 +131,8 @@ def parse_quantities(text: str) -> dict[str, float]:
             continue  # "5 in stock", "3 in the box": not inches
         dimension = r"\s*[x×]\s*\d"
         if attribute == "screen_in" and (
-            re.match(dimension, text[match.end() :]) or re.search(r"(\d|inch|inches|in|\"|”)\s*[x×]\s*$", text[: match.start()], re.IGNORECASE)
+            re.match(dimension, text[match.end() :])
+            or re.search(r"(\d|inch|inches|in|\"|”)\s*[x×]\s*$", text[: match.start()], re.IGNORECASE)
         ):
             continue  # "5.5 inches x 8.5 inches", "8.5 x 11 in": a sheet's or box's dimensions, not a screen
         digits = match["number"]
