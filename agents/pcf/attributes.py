@@ -36,7 +36,6 @@ ATTRIBUTES: dict[str, tuple[str, dict[str, str]]] = {
             "oz": "ounce",
             "ounce": "ounce",
             "ounces": "ounce",
-            "t": "metric_ton",
             "tonne": "metric_ton",
             "tonnes": "metric_ton",
         },
@@ -61,6 +60,17 @@ ATTRIBUTES: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "storage_gb": ("gigabyte", {"gb": "gigabyte", "tb": "terabyte", "mb": "megabyte"}),
     "battery_mah": ("mAh", {"mah": "mAh"}),
+}
+# Values outside these (canonical-unit) ranges are not a product's attribute: a scale's "0.01 g" resolution, a
+# toner's "1320 t" page count. They are ignored in titles and rejected in columns.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "weight_kg": (0.0005, 50_000.0),
+    "screen_in": (1.0, 150.0),
+    "power_w": (0.1, 100_000.0),
+    "capacity_l": (0.001, 100_000.0),
+    "storage_gb": (0.001, 1_000_000.0),
+    "battery_mah": (10.0, 1_000_000.0),
+    "pack_count": (1.0, 10_000.0),
 }
 PACK_WORDS = ("packs", "pack", "pk", "count", "ct", "pcs", "pieces", "piece")
 
@@ -140,11 +150,14 @@ def parse_quantities(text: str) -> dict[str, float]:
         number = float(digits.replace(",", "") if re.fullmatch(r"\d{1,3},\d{3}", digits) else digits.replace(",", "."))
         if number <= 0:
             continue
-        found[attribute] = round(to_canonical(number, ATTRIBUTES[attribute][1][raw_unit], attribute), 9)
+        value = round(to_canonical(number, ATTRIBUTES[attribute][1][raw_unit], attribute), 9)
+        low, high = PLAUSIBLE_RANGES[attribute]
+        if low <= value <= high:
+            found[attribute] = value
     pack = _PACK.search(text or "")
     if pack:
         count = float(pack["n1"] or pack["n2"])
-        if count >= 1:
+        if PLAUSIBLE_RANGES["pack_count"][0] <= count <= PLAUSIBLE_RANGES["pack_count"][1]:
             found["pack_count"] = count
     return found
 
@@ -166,6 +179,9 @@ def parse_column_value(value: Any, attribute: str) -> float:
             number = parsed[attribute]
     if not math.isfinite(number) or number <= 0:
         raise ValueError(f"{value!r} must be a positive number")
+    low, high = PLAUSIBLE_RANGES[attribute]
+    if not low <= number <= high:
+        raise ValueError(f"{value!r} is outside the plausible {attribute} range [{low:g}, {high:g}]")
     return number
 
 

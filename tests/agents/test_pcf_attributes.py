@@ -39,6 +39,8 @@ def test_quantities_in_titles_are_found_and_converted(text: str, expected: dict[
         "USB-C cable",
         "Greeting cards, 5.5 inches x 8.5 inches",
         "Copy paper 8.5 x 11 in",
+        "Digital pocket scale 200 x 0.01g",
+        "Toner cartridge, 6000 pages, 1320 t",
     ],
 )
 def test_words_and_model_numbers_are_not_quantities(text: str) -> None:
@@ -56,6 +58,8 @@ def test_columns_win_over_the_title_and_take_units() -> None:
     assert errors and errors[0][0] == "wattage" and "not a power_w quantity" in errors[0][1]
     with pytest.raises(ValueError, match="positive"):
         parse_column_value(-2, "weight_kg")
+    with pytest.raises(ValueError, match="plausible screen_in range"):
+        parse_column_value(300, "screen_in")
 
 
 def test_help_lists_every_accepted_column() -> None:
