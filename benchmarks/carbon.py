@@ -93,8 +93,19 @@ def labelling(args: argparse.Namespace, work: Path, catalog: Path) -> dict[str, 
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
     if "knn" not in timing:
         seconds = run(
-            [*label_cmd, "--catalog", str(catalog), "--out", str(knn_labels), *common, "--llm", "none"]
-            + ["--estimator", "knn"],  # the README's kNN labels; benchmarks/carbon_scaling.py runs the hierarchical
+            # the README's kNN labels; benchmarks/carbon_scaling.py runs the hierarchical estimator
+            [
+                *label_cmd,
+                "--catalog",
+                str(catalog),
+                "--out",
+                str(knn_labels),
+                *common,
+                "--llm",
+                "none",
+                "--estimator",
+                "knn",
+            ],
             work / "label_knn.log",
         )
         timing["knn"] = {"items": count_lines(knn_labels), "seconds": seconds}
