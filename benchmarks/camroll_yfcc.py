@@ -34,8 +34,10 @@ def main() -> None:
     parser.add_argument("--embedder", default="minilm")
     parser.add_argument("--dir", help="folder for the roll, store and caches (default <camroll cache>/yfcc)")
     parser.add_argument("--name", default=None, help="results name (default camroll_yfcc_<answerer>)")
+    parser.add_argument("--time-budget", type=float, help="start no further user after this many seconds")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("agents.camroll.yfcc").setLevel(logging.INFO)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -61,6 +63,7 @@ def main() -> None:
             systems=args.systems,
             judge_model=judge_model,
             cache_dir=base / "cache",
+            time_budget_s=args.time_budget,
         )
     report["settings"] = {"embedder": args.embedder, "store": str(base / "store"), "model": args.model,
                           "judge": args.judge, "paper_tokens_per_question": yfcc.PAPER_TOKENS_PER_QUESTION}  # fmt: skip

@@ -781,15 +781,26 @@ def evaluate(
     judge_model: Any = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
-    """Read, convert, ingest and answer: the per-question rows, the summary per system, ingest and diagnostics."""
+    """Read, convert, ingest and answer: the per-question rows, the summary per system, ingest and diagnostics.
+
+    ``time_budget_s``: no further user is started once this many seconds have passed (the users left are listed
+    in ``users_not_run``; the ingest is incremental, so a later run picks them up without redoing the others).
+    """
+    started = time.perf_counter()
     read = read_users(data, users)
     write_roll(read, roll, progress=progress)
     memory = open_memory(store, roll, embedder=embedder, cache_dir=cache_dir)
     factory = factory or answerer_factory(answerer)
     rows: list[dict[str, Any]] = []
-    ingests, diagnostics = [], {}
+    ingests, diagnostics, done = [], {}, []
     for user in tqdm(read, desc="users", unit="user", disable=not progress):
+        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            logger.warning("time budget of %.0f s spent: %s not run", time_budget_s, user.user)
+            continue
+        done.append(user)
+        logger.info("ingesting %s (%d photos)", user.user, len(user.photos))
         ingests.append(memory.ingest(user.user, progress=progress))
         rows.extend(answer_user(memory, user, factory, systems=systems, judge_model=judge_model))
         diagnostics[user.user] = event_agreement(memory, user)
@@ -797,7 +808,8 @@ def evaluate(
         "protocol": "camroll_yfcc",
         "data": str(data),
         "layout": read[0].layout if read else None,
-        "users": [u.user for u in read],
+        "users": [u.user for u in done],
+        "users_not_run": [u.user for u in read if u.user not in {d.user for d in done}],
         "answerer": answerer,
         "n_questions": len(rows) // max(1, len(systems)),
         "normaliser": normalise_answer.__doc__,

@@ -221,3 +221,15 @@ def test_cli_ask_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     capsys.readouterr()
     assert yfcc_main(["ask", *common, "--user", "x9", "hello?"]) == 2
     assert "expected a YFCC user number" in capsys.readouterr().err
+
+
+def test_yfcc_verb_mounts_on_another_cli() -> None:
+    """``add_parser`` is what ``python -m agents.camroll`` calls to offer ``yfcc VERB``."""
+    import argparse
+
+    from agents.camroll import yfcc_cli
+
+    parser = argparse.ArgumentParser()
+    yfcc_cli.add_parser(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["yfcc", "ask", "--user", "3", "--answerer", "planner", "What day was it?"])
+    assert args.run is yfcc_cli._ask and args.user == "3" and args.question == "What day was it?"
