@@ -96,11 +96,14 @@ def train_mf(
     embedding_dim: int = 64,
     epochs: int = 20,
     lr: float = 1e-2,
-    reg_weight: float = 1e-3,
+    reg_weight: float = 0.1,
     batch_size: int = 1024,
     out_dir: str | Path | None = None,
 ) -> tuple[Recommender, dict[str, Any]]:
-    """Train the labelled MF with the recsys Trainer for a fixed number of epochs; return (model, summary)."""
+    """Train the labelled MF with the recsys Trainer for a fixed number of epochs; return (model, summary).
+
+    Defaults (20 epochs, lr 1e-2, L2 0.1) were picked on valid AUC of CoLLM's ML-1M among 4 settings.
+    """
     split = mf_split(data)
     torch.manual_seed(seed)
     model = labelled_mf(

@@ -125,16 +125,38 @@ def _alignment_items(rows: YesNoRows, max_history: int) -> np.ndarray:
     return np.unique(np.concatenate(items)) if len(rows) else np.zeros(0, dtype=np.int64)
 
 
-def prepare_alignment(model: SailRecModel, data: YesNoData, rows: YesNoRows) -> None:
-    """Encode (frozen LLM) the titles of the items the training rows show and the users' profile texts."""
+def prepare_alignment(
+    model: SailRecModel, data: YesNoData, rows: YesNoRows, cache: dict[str, Any] | None = None
+) -> None:
+    """Encode (frozen LLM) the titles of the items the training rows show and their users' profile texts.
+
+    ``cache`` (a dict kept by the caller) carries the encodings to the next model built on the same LLM, so
+    variants and seeds of one benchmark encode each text once.
+    """
     config = model.config
     if not (config.item_align or config.user_align):
         return
+    cache = {} if cache is None else cache
     if config.item_align:
+        if "item_text_rep" in cache:
+            model.item_text_rep.copy_(cache["item_text_rep"])
+            model.item_text_known.copy_(cache["item_text_known"])
         model.precompute_alignment_targets(_alignment_items(rows, config.max_history), None, profile_text)
+        cache["item_text_rep"], cache["item_text_known"] = model.item_text_rep.clone(), model.item_text_known.clone()
     if config.user_align:
-        profiles = user_profiles(data, config.profile_top_k)
-        model.precompute_alignment_targets(np.zeros(0, dtype=np.int64), profiles, profile_text)
+        key = ("profiles", config.profile_top_k, tuple(np.unique(rows.users).tolist()))
+        if cache.get("profile_key") == key:
+            model.profile_rep = cache["profile_rep"].clone()
+            model.user_profile_index.copy_(cache["user_profile_index"])
+        else:
+            shown = set(np.unique(rows.users).tolist())
+            profiles = {u: f for u, f in user_profiles(data, config.profile_top_k).items() if u in shown}
+            model.precompute_alignment_targets(np.zeros(0, dtype=np.int64), profiles, profile_text)
+            cache.update(
+                profile_key=key,
+                profile_rep=model.profile_rep.clone(),
+                user_profile_index=model.user_profile_index.clone(),
+            )
 
 
 def warm_up_mappers(model: SailRecModel, rows: YesNoRows, seed: int) -> list[float]:
@@ -165,7 +187,7 @@ def warm_up_mappers(model: SailRecModel, rows: YesNoRows, seed: int) -> list[flo
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
@@ -215,6 +237,7 @@ def train_run(
     model_spec: str = DEFAULT_MODEL,
     mf_spec: MFSpec | None = None,
     mf: Any = None,
+    alignment_cache: dict[str, Any] | None = None,
 ) -> tuple[SailRecModel | None, Any, dict[str, Any]]:
     """All stages for one variant and seed: (model or None for MF alone, the MF, a summary). Saves to out_dir."""
     mf_spec = mf_spec or MFSpec()
@@ -234,7 +257,7 @@ def train_run(
         rows = data.train.sample(data_spec.train_rows, data_spec.sample_seed)
         model = build_model(data, mf, config, model_spec, seed)
         stage = time.perf_counter()
-        prepare_alignment(model, data, rows)
+        prepare_alignment(model, data, rows, alignment_cache)
         warm = warm_up_mappers(model, rows, seed)
         summary["warmup"] = {"steps": len(warm), "first": warm[0] if warm else None, "last": warm[-1] if warm else None}
         summary["alignment_seconds"] = round(time.perf_counter() - stage, 1)
