@@ -12,6 +12,7 @@ GPU / full run: ``--train-rows 0 --test-rows 0 --seeds 0 1 2 --max-history 10 --
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -24,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table, write_results  # noqa: E402
-from mllm.sailrec.mf import mf_scores, train_mf  # noqa: E402
-from mllm.sailrec.model import VARIANTS  # noqa: E402
-from mllm.sailrec.train import (  # noqa: E402
+from benchmarks.common import RESULTS_DIR, print_table, write_results
+from mllm.sailrec.mf import mf_scores, train_mf
+from mllm.sailrec.model import VARIANTS
+from mllm.sailrec.train import (
     DataSpec,
     MFSpec,
     diagnose,
@@ -82,6 +83,7 @@ def main() -> int:
     parser.add_argument("--warmup-steps", type=int, default=200)
     parser.add_argument("--budget-minutes", type=float, default=0.0, help="start no new run after this (0: none)")
     parser.add_argument("--name", default="sailrec")
+    parser.add_argument("--resume", action="store_true", help="keep the runs in the existing results JSON; skip them")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "sailrec_attention.png"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -112,6 +114,14 @@ def main() -> int:
     }
     runs: list[dict[str, Any]] = []
     diagnosis: dict[str, Any] = {}
+    previous = RESULTS_DIR / f"{args.name}.json"
+    if args.resume and previous.is_file():
+        old = json.loads(previous.read_text())
+        if old["protocol"]["overrides"] != overrides or old["protocol"]["test_subsample_rows"] != len(test_subset):
+            raise SystemExit(f"--resume: {previous} used another protocol; drop --resume or change --name")
+        runs, diagnosis = old["runs"], old["diagnosis"]
+        protocol["resumed_from_elapsed_minutes"] = old["elapsed_minutes"]
+    done = {(r["variant"], r["seed"]) for r in runs}
     mfs: dict[int, Any] = {}
     cache: dict[str, Any] = {}
 
@@ -130,6 +140,8 @@ def main() -> int:
     for seed in sorted(set(args.seeds) | set(args.extra_seeds)):
         mf, _ = train_mf(data, seed, **MFSpec().__dict__)
         mfs[seed] = mf
+        if ("mf", seed) in done:
+            continue
         runs.append(
             {
                 "variant": "mf",
@@ -144,6 +156,8 @@ def main() -> int:
     plan = [(v, s) for s in args.seeds for v in args.variants]
     plan += [(v, s) for s in args.extra_seeds for v in args.extra_variants]
     for variant, seed in plan:
+        if (variant, seed) in done:
+            continue
         minutes = (time.perf_counter() - started) / 60
         if args.budget_minutes and minutes > args.budget_minutes:
             logging.warning("budget reached after %.1f min: skipping %s seed %d and later runs", minutes, variant, seed)

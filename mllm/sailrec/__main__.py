@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default=DEFAULT_MODEL, help="'default' (SmolLM2-135M GGUF) or a model folder")
     train.add_argument("--train-rows", type=int, default=0, help="fixed training subsample (0: all rows)")
     train.add_argument("--sample-seed", type=int, default=0, help="seed of the training subsample")
+    train.add_argument("--allow-pickle", action="store_true", help="read CoLLM's Amazon-Book .pkl files (trusted only)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--mf-epochs", type=int, default=MFSpec.epochs)
     train.add_argument("--out", required=True, help="run folder")
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
-    spec = DataSpec(args.dataset, args.data_dir, args.genres, args.train_rows, args.sample_seed)
+    spec = DataSpec(args.dataset, args.data_dir, args.genres, args.train_rows, args.sample_seed, args.allow_pickle)
     if args.variant == "mf" and overrides:
         raise ConfigError("variant mf takes no SailRecConfig overrides")
     config = None if args.variant == "mf" else build_config(SailRecConfig, {**overrides, "variant": args.variant})

@@ -405,12 +405,14 @@ def profile_text(facets: list[str]) -> str:
 DATASETS = ("collm_ml1m", "amazon_office", "collm_book")
 
 
-def load_yes_no(name: str, folder: str | Path, genres_file: str | Path | None = None, seed: int = 0) -> YesNoData:
+def load_yes_no(
+    name: str, folder: str | Path, genres_file: str | Path | None = None, seed: int = 0, allow_pickle: bool = False
+) -> YesNoData:
     """Load a yes/no data set by kind: collm_ml1m, amazon_office or collm_book."""
     if name == "collm_ml1m":
         return load_collm_ml1m(folder, genres_file)
     if name == "amazon_office":
         return load_amazon_office(folder, seed=seed)
     if name == "collm_book":
-        return load_collm_book(folder)
+        return load_collm_book(folder, allow_pickle=allow_pickle)
     raise SailRecDataError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")

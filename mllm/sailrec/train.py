@@ -46,10 +46,11 @@ class DataSpec:
     genres_file: str | None = None
     train_rows: int = 0  # 0: every training row
     sample_seed: int = 0  # the training subsample is the same for every variant and seed
+    allow_pickle: bool = False  # CoLLM's Amazon-Book pickles (unpickling runs code: trusted files only)
 
     def load(self) -> YesNoData:
         """Read the data set."""
-        return load_yes_no(self.dataset, self.data_dir, self.genres_file)
+        return load_yes_no(self.dataset, self.data_dir, self.genres_file, allow_pickle=self.allow_pickle)
 
 
 @dataclasses.dataclass
