@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, write_results
-from mllm.sailrec.mf import mf_scores, train_mf
+from mllm.sailrec.mf import like_rate_scores, mf_scores, train_mf
 from mllm.sailrec.model import VARIANTS
 from mllm.sailrec.train import (
     DataSpec,
@@ -137,6 +137,15 @@ def main() -> int:
         }
         write_results(args.name, payload)
 
+    if ("item_like_rate", 0) not in done:  # deterministic: one "seed"
+        runs.append(
+            {
+                "variant": "item_like_rate",
+                "seed": 0,
+                "test_full": yes_no_metrics(data.test, like_rate_scores(data, data.test)),
+                "test_subset": yes_no_metrics(test_subset, like_rate_scores(data, test_subset)),
+            }
+        )
     for seed in sorted(set(args.seeds) | set(args.extra_seeds)):
         mf, _ = train_mf(data, seed, **MFSpec().__dict__)
         mfs[seed] = mf

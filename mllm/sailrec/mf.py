@@ -136,3 +136,12 @@ def mf_scores(model: Recommender, rows: YesNoRows) -> np.ndarray:
     users, items = mf_tables(model)
     logits = (users[torch.as_tensor(rows.users)] * items[torch.as_tensor(rows.items)]).sum(-1)
     return torch.sigmoid(logits).numpy()
+
+
+def like_rate_scores(data: YesNoData, rows: YesNoRows, prior_weight: float = 10.0) -> np.ndarray:
+    """A sceptic's baseline: the candidate item's smoothed train like-rate (cold items get the global rate)."""
+    likes = np.bincount(data.train.items, weights=data.train.labels, minlength=data.n_items)
+    shows = np.bincount(data.train.items, minlength=data.n_items)
+    prior = float(data.train.labels.mean())
+    rate = (likes + prior_weight * prior) / (shows + prior_weight)
+    return rate[rows.items]

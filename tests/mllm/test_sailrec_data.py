@@ -127,3 +127,16 @@ def test_real_amazon_office_yes_no() -> None:
     # the negative shares its positive's history; the history is strictly earlier train items
     assert np.array_equal(data.train.histories[2], data.train.histories[3])
     assert data.titles[1] and data.item_facets[1][0].startswith("category ")
+
+
+def test_item_like_rate_baseline_is_smoothed_towards_the_global_rate() -> None:
+    from mllm.sailrec.mf import like_rate_scores
+
+    data = load_collm_ml1m(FIXTURE)
+    rows = data.train
+    prior = float(rows.labels.mean())
+    scores = like_rate_scores(data, data.test, prior_weight=2.0)
+    for item, value in zip(data.test.items, scores, strict=True):
+        shown = rows.items == item
+        expected = (rows.labels[shown].sum() + 2.0 * prior) / (shown.sum() + 2.0)
+        assert value == pytest.approx(expected)
