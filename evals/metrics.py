@@ -56,6 +56,7 @@ __all__ = [
     "recommendation_counts",
     "roc_auc",
     "tail_share",
+    "user_auc",
 ]
 
 
@@ -360,12 +361,15 @@ def binary_nll(labels: ArrayLike, values: ArrayLike, from_logits: bool = False, 
     return float(losses.mean() if reduction == "mean" else losses.sum())
 
 
-def grouped_auc(groups: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> float:
+def grouped_auc(groups: ArrayLike, labels: ArrayLike, scores: ArrayLike, weighting: str = "impressions") -> float:
     """Grouped AUC (gAUC): per-group (e.g. per-user) AUC averaged with weights = the group's impressions.
 
     Groups whose labels are all positive or all negative have no AUC and are skipped (the usual gAUC
-    convention); raises MetricError when no group has both classes.
+    convention); raises MetricError when no group has both classes. ``weighting="uniform"`` gives every
+    group weight 1 (UAUC, see :func:`user_auc`).
     """
+    if weighting not in ("impressions", "uniform"):
+        raise MetricError(f"weighting: expected 'impressions' or 'uniform', got {weighting!r}")
     g = _to_numpy(groups, "groups")
     s = _to_numpy(scores, "scores", dtype=np.float64)
     y = _binary_labels(labels, s.size)
@@ -381,8 +385,14 @@ def grouped_auc(groups: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> floa
         positives = y[idx].sum()
         if positives == 0 or positives == idx.size:
             continue
-        weighted += idx.size * roc_auc(y[idx], s[idx])
-        total_weight += idx.size
+        weight = idx.size if weighting == "impressions" else 1.0
+        weighted += weight * roc_auc(y[idx], s[idx])
+        total_weight += weight
     if total_weight == 0:
         raise MetricError("labels: no group has both positive and negative labels, so gAUC is undefined")
     return weighted / total_weight
+
+
+def user_auc(users: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> float:
+    """UAUC as CoLLM/TALLRec report it: the unweighted mean of per-user AUCs over users with both labels."""
+    return grouped_auc(users, labels, scores, weighting="uniform")

@@ -26,6 +26,7 @@ from evals.metrics import (
     recommendation_counts,
     roc_auc,
     tail_share,
+    user_auc,
 )
 
 # Three users, four ranked positions each (True = the item at that position is relevant).
@@ -224,3 +225,13 @@ def test_grouped_auc_hand_case() -> None:
     assert grouped_auc(groups, labels, scores) == pytest.approx(0.3)
     with pytest.raises(MetricError, match="gAUC is undefined"):
         grouped_auc([1, 2], [1, 0], [0.3, 0.4])
+
+
+def test_user_auc_is_the_unweighted_mean_of_per_user_aucs() -> None:
+    # same case as above: users a (AUC 0.5) and b (AUC 0.0) count once each -> 0.25; c is skipped
+    users = np.array(["a", "a", "a", "b", "b", "c"])
+    labels = np.array([1, 0, 0, 1, 0, 1])
+    scores = np.array([0.9, 0.1, 0.95, 0.2, 0.3, 0.5])
+    assert user_auc(users, labels, scores) == pytest.approx(0.25)
+    with pytest.raises(MetricError, match="weighting"):
+        grouped_auc(users, labels, scores, weighting="rows")
