@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.camroll.errors import CamrollError
-from agents.camroll.session import Session, make_answerer
+from agents.camroll.session import AGENTS, Session, make_answerer
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.camroll")
@@ -215,7 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_verbosity_args(sub)
         if agent:
             sub.add_argument("--user", required=True, help="user id, e.g. 12")
-            sub.add_argument("--agent", default="planner", choices=("planner", "llm", "endpoint"))
+            sub.add_argument(
+                "--agent",
+                default="query",
+                choices=AGENTS,
+                help="query (default: typed query language, rule parser), planner (the old template planner), llm, "
+                "endpoint (tool calls by an endpoint) or endpoint-query (the endpoint writes the typed query)",
+            )
             sub.add_argument("--model", help="llm: model spec (default: packaged SmolLM2); endpoint: http(s) URL")
             sub.add_argument("--thread", default="default", help="conversation thread name (default: default)")
             sub.add_argument("--new", action="store_true", help="start the thread afresh (drop its saved turns)")
