@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agents.camroll.data import QARecord
-from agents.camroll.demo_data import DISHES, Event, Timeline, build_timeline
+from agents.camroll.demo_data import DISHES, MANIFEST, Event, Timeline, build_timeline
+from agents.camroll.errors import CamrollDataError
+from agents.camroll.parsing import Frame, LearnedParser
 
 # intent -> (frame "op/unit/field" the question asks for, templates)
 TEMPLATES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -315,3 +319,28 @@ def training_pairs(
                     questions.append(template.format(**{k: v for k, v in slots.items() if isinstance(v, str)}))
                     frames.append(frame)
     return questions, frames
+
+
+def train_learned_parser(
+    users: list[str], seed: int, n_photos: int, embedder: Any = None, split_seed: int = 0
+) -> LearnedParser:
+    """A :class:`~agents.camroll.parsing.LearnedParser` trained on the SEEN templates filled with these users' values."""
+    questions, frames = training_pairs(users, seed, n_photos, split="seen", split_seed=split_seed)
+    return LearnedParser(embedder).fit(questions, [Frame.from_key(f) for f in frames])
+
+
+def roll_paraphrases(data: str | Path, users: list[str], split: str = "all") -> dict[str, list[ParaphraseQA]]:
+    """The paraphrase questions of a demo roll's users (the roll's manifest gives the seed and size)."""
+    manifest = Path(data) / MANIFEST
+    if not manifest.is_file():
+        raise CamrollDataError(f"{manifest}: not found; the paraphrase set needs a demo roll (it reads its seed)")
+    info = json.loads(manifest.read_text(encoding="utf-8"))
+    try:
+        seed, n_photos = int(info["seed"]), int(info["photos_per_user"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CamrollDataError(f"{manifest}: field 'seed' or 'photos_per_user' missing or not a number") from exc
+    out = {}
+    for user in users:
+        qas = generate_paraphrase_qa(user, seed, n_photos)
+        out[user] = [p for p in qas if split == "all" or p.split == split]
+    return out

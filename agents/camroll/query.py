@@ -140,7 +140,7 @@ def _in_time(meta: dict[str, Any], start: dt.date | None, end: dt.date | None) -
     return end is None or meta["start_ts"] < to_seconds(dt.datetime.combine(end, dt.time.min))
 
 
-def _matches(node: dict[str, Any], flt: Filter, anchor_span: tuple[int, int] | None) -> bool:
+def _matches(node: dict[str, Any], flt: Filter, anchor_span: tuple[int, int] | None, loose: bool = False) -> bool:
     meta = node["metadata"]
     if not _in_time(meta, flt.start, flt.end):
         return False
@@ -148,7 +148,9 @@ def _matches(node: dict[str, Any], flt: Filter, anchor_span: tuple[int, int] | N
         return False
     if flt.city and _norm(meta.get("city") or "") != _norm(flt.city):
         return False
-    if flt.place and not any(_contains(p, flt.place) or _norm(p) == _norm(flt.place) for p in values(meta, "place")):
+    if flt.place and not any(
+        _norm(p) == _norm(flt.place) or (loose and _contains(p, flt.place)) for p in values(meta, "place")
+    ):
         return False
     if flt.activity and _norm(flt.activity) not in {_norm(a) for a in values(meta, "activity")}:
         return False
@@ -190,6 +192,8 @@ def select(nodes: dict[str, list[dict[str, Any]]], flt: Filter, unit: str) -> tu
     span = (anchor["metadata"]["start_ts"], anchor["metadata"]["end_ts"]) if anchor else None
     level = "trip" if unit == "trip" else "event"
     found = [n for n in nodes.get(level, []) if _matches(n, flt, span)]
+    if not found and flt.place:  # no place of exactly that name: places whose name contains it
+        found = [n for n in nodes.get(level, []) if _matches(n, flt, span, loose=True)]
     return sorted(found, key=lambda n: (n["metadata"]["start_ts"], n["id"])), anchor
 
 
