@@ -432,6 +432,9 @@ class QueryAnswerer:
                 offered = "; ".join(f"{say_date(h['date'])} at {h.get('place') or h.get('city') or 'unknown place'}"
                                     for h in hits if h.get("date"))  # fmt: skip
                 text += f" The nearest events I found: {offered}."
+                if hits[0].get("text"):  # quoted as what was found, not as the answer
+                    closest = " ".join(hits[0]["text"].split())[:200]
+                    text += f' The closest reads: "{closest}"'
             return Decision(answer=text, cited=[])
         query = self.translate(question, today)
         if query is None:

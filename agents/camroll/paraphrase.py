@@ -324,7 +324,7 @@ def training_pairs(
 def train_learned_parser(
     users: list[str], seed: int, n_photos: int, embedder: Any = None, split_seed: int = 0
 ) -> LearnedParser:
-    """A :class:`~agents.camroll.parsing.LearnedParser` trained on the SEEN templates filled with these users' values."""
+    """A learned translator trained on the SEEN templates, filled with these users' values."""
     questions, frames = training_pairs(users, seed, n_photos, split="seen", split_seed=split_seed)
     return LearnedParser(embedder).fit(questions, [Frame.from_key(f) for f in frames])
 
