@@ -165,7 +165,7 @@ def _demo_data(args: argparse.Namespace) -> dict[str, Any]:
 
 def _demo(args: argparse.Namespace) -> dict[str, Any]:
     """Build the demo roll if missing, ingest one user, answer a few of its questions, print the eval table."""
-    from agents.camroll.answerers import PlannerAnswerer
+    from agents.camroll.answerers import QueryAnswerer
     from agents.camroll.data import check_user_id, read_qa, user_dir
     from agents.camroll.graph import ask, build_graph
     from agents.camroll.qa import markdown_table, run_eval
@@ -182,13 +182,14 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         for qa in qas:
             picked.setdefault(qa.question_type, qa)
         answers = []
+        answerer = QueryAnswerer(user)  # the default answerer (typed queries, rule parser)
         for qa in picked.values():
-            result = ask(build_graph(tools, PlannerAnswerer(user)), qa.question, qa.question_date)
+            result = ask(build_graph(tools, answerer), qa.question, qa.question_date)
             expected = f"expected: {qa.answer}" if qa.answer_type != "open" else "checked: nothing already photographed"
             print(f"\n[{qa.question_date}] {qa.question}\n  answer: {result['answer']}   ({expected})")
             print(f"  photos: {', '.join(result['cited'][:5]) or '-'}")
             answers.append({"question": qa.question, "answer": result["answer"], "cited": result["cited"][:5]})
-        evaluation = run_eval(session.data, lambda: session.memory, users=[user], progress=False)
+        evaluation = run_eval(session.data, lambda: session.memory, users=[user], agent="query", progress=False)
         print("\n" + markdown_table(evaluation))
         return {"user": user, "answers": answers, "results": evaluation["results"]} if args.json else None
     finally:

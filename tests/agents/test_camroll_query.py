@@ -336,3 +336,13 @@ def test_cli_default_agent_is_the_query_layer(memory: CamrollMemory, tmp_path: P
     out = json.loads(capsys.readouterr().out)
     assert [c["tool"] for c in out["tool_calls"]] == ["vocabulary", "query"]
     assert out["answer"].endswith("photos.") and out["answer"].split()[0].isdigit()
+
+
+def test_paraphrase_set_needs_a_demo_roll_manifest(tmp_path: Path, memory: CamrollMemory) -> None:
+    from agents.camroll.errors import CamrollDataError
+    from agents.camroll.paraphrase import roll_paraphrases
+
+    with pytest.raises(CamrollDataError, match="camroll.json: not found"):
+        roll_paraphrases(tmp_path, ["1"])
+    sets = roll_paraphrases(memory.data_root, ["12"], split="unseen")
+    assert sets["12"] and {p.split for p in sets["12"]} == {"unseen"}
