@@ -342,7 +342,7 @@ def test_paraphrase_set_needs_a_demo_roll_manifest(tmp_path: Path, memory: Camro
     from agents.camroll.errors import CamrollDataError
     from agents.camroll.paraphrase import roll_paraphrases
 
-    with pytest.raises(CamrollDataError, match="camroll.json: not found"):
+    with pytest.raises(CamrollDataError, match=r"camroll\.json: not found"):
         roll_paraphrases(tmp_path, ["1"])
     sets = roll_paraphrases(memory.data_root, ["12"], split="unseen")
     assert sets["12"] and {p.split for p in sets["12"]} == {"unseen"}
