@@ -27,6 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import print_table, write_results
 from core.cli import add_verbosity_args, configure_from_args
 
+ROW_FIELDS = ("qa_id", "intent", "split", "question", "gold", "prediction", "correct", "seconds", "tokens")
+
+
+def _compact(row: dict) -> dict:
+    """A result row, small: question, gold and prediction only for the misses."""
+    if row.get("correct"):
+        return {k: row[k] for k in ("qa_id", "intent", "split", "correct", "seconds", "tokens") if k in row}
+    out = {k: row[k] for k in ROW_FIELDS if k in row}
+    out["prediction"] = str(out.get("prediction", ""))[:160]
+    return out
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -99,7 +110,8 @@ def main() -> int:
                         entry["by_split"] = summarise_by(rows, "split")
                         entry["by_intent"] = {k: v["accuracy"] for k, v in summarise_by(rows, "intent").items()}
                     results[key] = entry
-                    rows_out[key] = rows
+                    if answerer != "planner":  # the baselines' rows are summarised only (size)
+                        rows_out[key] = [_compact(row) for row in rows]
     table = []
     for entry in results.values():
         by_split = entry.get("by_split", {})
