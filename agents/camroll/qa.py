@@ -71,9 +71,15 @@ def find_dates(text: str) -> list[dt.date]:
     return found
 
 
+# How the query answerer says it has no answer; what follows (the nearest events it offers) never scores.
+DECLINED = ("I found no photos", "I can't turn that question")
+
+
 def is_correct(qa: Any, prediction: str) -> bool:
-    """Type-aware answer matching (see the module docstring)."""
+    """Type-aware answer matching (see the module docstring); a declined answer is never correct."""
     prediction = prediction or ""
+    if prediction.startswith(DECLINED):
+        return False
     if qa.answer_type == "numeric":
         number = first_number(prediction)
         return number is not None and abs(number - float(qa.answer)) < 1e-9

@@ -264,6 +264,10 @@ def test_yes_no_answers_are_matched_on_the_first_word() -> None:
 
     qa = QARecord("q", "Did I ever eat sushi?", "no", "yesno", "ever_dish", (), TODAY)
     assert is_correct(qa, "No, I found no meal 'sushi'.") and not is_correct(qa, "Yes, on May 1, 2022.")
+    # a declined answer never scores, even when the nearest events it offers happen to hold the gold answer
+    dated = QARecord("d", "When did I last have ramen?", "2022-01-09", "date", "last_dish", (), TODAY)
+    assert is_correct(dated, "January 9, 2022, at Luigi's.")
+    assert not is_correct(dated, "I found no photos of 'ramen'. Nearest I have: January 9, 2022 at Luigi's.")
 
 
 # -------------------------------------------------------------------------------------- the default path
