@@ -279,6 +279,7 @@ _RELATION = re.compile(
 
 # General English function words and question vocabulary: what a question says besides its entities and time.
 _FUNCTION_TEXT = """
+trip trips start started starts begin began begins end ended ends holiday holidays vacation journey stay stayed
 a an the i me my mine we us our you your it its this that these those there here what which who whom whose when
 where why how did do does done have has had having was were is are be been being am will would could should can
 may might must shall of in on at to for from with without by about into onto over under after before during
