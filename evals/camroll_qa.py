@@ -1,7 +1,8 @@
 """The camroll QA harness: accuracy per question type, evidence recall, latency and tokens, with baselines.
 
-``python -m evals.camroll_qa --data DIR [--agent planner|llm|endpoint] [--users 1 2 ...] --out DIR`` runs, for
-every QA pair of the chosen users:
+``python -m evals.camroll_qa --data DIR [--agent query|planner|llm|endpoint|endpoint-query] [--users 1 2 ...]
+[--set templates|paraphrase] [--split all|seen|unseen] --out DIR`` runs, for every QA pair of the chosen users
+(``--set paraphrase``: the paraphrase and composition set of agents.camroll.paraphrase, split by template):
 
 - ``hierarchical``: the camroll agent (LangGraph graph, hierarchical memory, the full tool set);
 - ``flat_rag``: no hierarchy: the top-k photo summaries nearest to the question are all there is to read;
@@ -23,8 +24,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from agents.camroll.data import list_users
+from agents.camroll.demo_data import DEFAULT_PHOTOS_PER_USER, DEV_SEED
 from agents.camroll.errors import CamrollError
 from agents.camroll.memory import CamrollMemory, make_visual
+from agents.camroll.paraphrase import roll_paraphrases, train_learned_parser
 from agents.camroll.qa import (  # re-exported: the harness's scoring functions live with the agent
     CITE_CAP,
     SYSTEMS,
@@ -42,8 +46,9 @@ from agents.camroll.qa import (  # re-exported: the harness's scoring functions 
     pooled_tools,
     run_eval,
     summarise,
+    summarise_by,
 )
-from agents.camroll.session import ensure_data, make_answerer, open_store
+from agents.camroll.session import AGENTS, ensure_data, make_answerer, open_store
 from core.cli import add_verbosity_args, configure_from_args
 from core.io import atomic_write_json, atomic_write_text
 from core.provenance import environment
@@ -69,6 +74,7 @@ __all__ = [
     "pooled_tools",
     "run_eval",
     "summarise",
+    "summarise_by",
 ]
 
 
@@ -76,7 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The CLI (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m evals.camroll_qa", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="camera roll folder with qa.jsonl per user (default: the demo roll)")
-    parser.add_argument("--agent", default="planner", choices=("planner", "llm", "endpoint"))
+    parser.add_argument(
+        "--agent",
+        default="query",
+        choices=AGENTS,
+        help="query (default: the typed query layer), planner (the old template planner), llm, endpoint, "
+        "endpoint-query (the endpoint writes the typed query)",
+    )
+    parser.add_argument("--translator", default="rules", choices=("rules", "learned"), help="--agent query: parser")
+    parser.add_argument(
+        "--train-users", type=int, default=6, help="learned translator: users 1..N of the seed-0 timelines"
+    )
+    parser.add_argument(
+        "--set",
+        default="templates",
+        choices=("templates", "paraphrase"),
+        help="templates: the roll's qa.jsonl; paraphrase: the paraphrase and composition set (demo rolls)",
+    )
+    parser.add_argument("--split", default="all", choices=("all", "seen", "unseen"), help="paraphrase: templates")
     parser.add_argument("--model", help="llm: model spec (default packaged SmolLM2); endpoint: http(s) URL")
     parser.add_argument("--users", nargs="+", help="user ids (default: all)")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
@@ -100,8 +123,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         data = ensure_data(args.data, progress=not args.quiet)
         out.mkdir(parents=True, exist_ok=True)
-        model = None if args.agent == "planner" else make_answerer(args.agent, args.model, "0").model
+        model = None
+        if args.agent not in ("planner", "query"):
+            answerer = make_answerer(args.agent, args.model, "0")
+            model = answerer.model if hasattr(answerer, "model") else answerer.translator.model
         judge_model = load_chat_model(args.judge) if args.judge else None
+        translator = None
+        if args.agent == "query" and args.translator == "learned":
+            translator = train_learned_parser(
+                [str(u) for u in range(1, args.train_users + 1)], DEV_SEED, DEFAULT_PHOTOS_PER_USER
+            )
+        questions, extra = None, None
+        if args.set == "paraphrase":
+            sets = roll_paraphrases(data, args.users or list_users(data), args.split)
+            questions = lambda user: [p.qa for p in sets[user]]  # noqa: E731
+            extra = {p.qa.qa_id: {"split": p.split, "intent": p.intent} for ps in sets.values() for p in ps}
         with open_store(args.store or str(out / "store")) as store:
             report = run_eval(
                 data,
@@ -121,7 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_questions=args.max_questions,
                 judge_model=judge_model,
                 progress=not args.quiet,
+                translator=translator,
+                questions=questions,
+                row_extra=extra,
             )
+        if args.set == "paraphrase":
+            report["by_split"] = {s: summarise_by(rows, "split") for s, rows in report["rows"].items()}
     except (CamrollError, RetrievalError, MllmError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.camroll.errors import CamrollError
-from agents.camroll.session import Session, make_answerer
+from agents.camroll.session import AGENTS, Session, make_answerer
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.camroll")
@@ -165,7 +165,7 @@ def _demo_data(args: argparse.Namespace) -> dict[str, Any]:
 
 def _demo(args: argparse.Namespace) -> dict[str, Any]:
     """Build the demo roll if missing, ingest one user, answer a few of its questions, print the eval table."""
-    from agents.camroll.answerers import PlannerAnswerer
+    from agents.camroll.answerers import QueryAnswerer
     from agents.camroll.data import check_user_id, read_qa, user_dir
     from agents.camroll.graph import ask, build_graph
     from agents.camroll.qa import markdown_table, run_eval
@@ -182,13 +182,14 @@ def _demo(args: argparse.Namespace) -> dict[str, Any]:
         for qa in qas:
             picked.setdefault(qa.question_type, qa)
         answers = []
+        answerer = QueryAnswerer(user)  # the default answerer (typed queries, rule parser)
         for qa in picked.values():
-            result = ask(build_graph(tools, PlannerAnswerer(user)), qa.question, qa.question_date)
+            result = ask(build_graph(tools, answerer), qa.question, qa.question_date)
             expected = f"expected: {qa.answer}" if qa.answer_type != "open" else "checked: nothing already photographed"
             print(f"\n[{qa.question_date}] {qa.question}\n  answer: {result['answer']}   ({expected})")
             print(f"  photos: {', '.join(result['cited'][:5]) or '-'}")
             answers.append({"question": qa.question, "answer": result["answer"], "cited": result["cited"][:5]})
-        evaluation = run_eval(session.data, lambda: session.memory, users=[user], progress=False)
+        evaluation = run_eval(session.data, lambda: session.memory, users=[user], agent="query", progress=False)
         print("\n" + markdown_table(evaluation))
         return {"user": user, "answers": answers, "results": evaluation["results"]} if args.json else None
     finally:
@@ -215,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_verbosity_args(sub)
         if agent:
             sub.add_argument("--user", required=True, help="user id, e.g. 12")
-            sub.add_argument("--agent", default="planner", choices=("planner", "llm", "endpoint"))
+            sub.add_argument(
+                "--agent",
+                default="query",
+                choices=AGENTS,
+                help="query (default: typed query language, rule parser), planner (the old template planner), llm, "
+                "endpoint (tool calls by an endpoint) or endpoint-query (the endpoint writes the typed query)",
+            )
             sub.add_argument("--model", help="llm: model spec (default: packaged SmolLM2); endpoint: http(s) URL")
             sub.add_argument("--thread", default="default", help="conversation thread name (default: default)")
             sub.add_argument("--new", action="store_true", help="start the thread afresh (drop its saved turns)")

@@ -12,10 +12,14 @@ import calendar
 import datetime as dt
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents.camroll.demo_data import DISHES
+from agents.camroll.facts import Vocabulary
+from agents.camroll.parsing import RuleParser, Translator
+from agents.camroll.query import Query, answer_text, failure_text, say_date
 from agents.camroll.tools import TOOL_ARGS, render_result, tool_descriptions
 
 # Dishes a recommender may suggest: general knowledge, not read from the user's roll. One list with the demo
@@ -355,6 +359,96 @@ class PlannerAnswerer:
         results = [o.get("result") or {"error": o.get("error")} for o in observations[-len(calls) :]]
         answer, cited = reader(results)
         return Decision(answer=answer, cited=cited)
+
+
+# ------------------------------------------------------------------------------------------- query layer
+
+
+def previous_query(turns: list[dict[str, Any]]) -> Query | None:
+    """The query the last turn ran (its ``query`` tool call), for follow-ups; None if it ran none."""
+    for turn in reversed(turns[-1:]):
+        for call in reversed(turn.get("tool_calls") or []):
+            if call.get("tool") == "query" and isinstance(call.get("args"), dict):
+                try:
+                    return Query.model_validate(call["args"])
+                except ValueError:
+                    return None
+    return None
+
+
+class QueryAnswerer:
+    """Question -> typed query (a translator) -> the ``query`` tool -> a short sentence with the photos cited.
+
+    Steps: read the user's vocabulary once (the ``vocabulary`` tool; kept for later questions), translate the
+    question (or refine the previous turn's query for a follow-up), run it, and answer from the result. When no
+    query fits, or the result is empty, the answer says so and offers the nearest events, never a search hit
+    presented as the answer.
+    """
+
+    uses_turns = True
+
+    def __init__(self, user: str, translator: Translator | None = None, name: str | None = None) -> None:
+        self.user_prefix = f"user{user}"
+        self.translator = translator if translator is not None else RuleParser()
+        self.name = name or f"query-{self.translator.name}"
+        self.vocab: Vocabulary | None = None
+        self.turns: list[dict[str, Any]] = []
+        self._translated: dict[tuple[str, str, str], Query | None] = {}
+
+    def _global(self, ids: list[str]) -> list[str]:
+        return [pid if "/" in pid else f"{self.user_prefix}/photo/{pid}" for pid in ids]
+
+    def translate(self, question: str, today: dt.date) -> Query | None:
+        """The question's query (cached per question, date and previous query)."""
+        previous = previous_query(self.turns)
+        key = (question, today.isoformat(), previous.model_dump_json() if previous else "")
+        if key not in self._translated:
+            assert self.vocab is not None
+            self._translated[key] = self.translator.translate(question, today, self.vocab, previous)
+        return self._translated[key]
+
+    def step(
+        self,
+        question: str,
+        today: dt.date,
+        observations: list[dict[str, Any]],
+        turns: list[dict[str, Any]] | None = None,
+    ) -> Decision:
+        """Vocabulary (once), then the query, then the answer read from its result."""
+        if turns is not None:
+            self.turns = turns
+        by_tool = {o.get("tool"): o for o in observations if "tool" in o}
+        if self.vocab is None:
+            if "vocabulary" not in by_tool:
+                return Decision(calls=[{"tool": "vocabulary", "args": {}}])
+            found = by_tool["vocabulary"].get("result") or {}
+            self.vocab = Vocabulary(**{k: Counter(found.get(k) or []) for k in Vocabulary.__dataclass_fields__})
+        if "query" in by_tool:
+            return self._read(by_tool["query"])
+        if "search_by_text" in by_tool:  # no query fitted: offer the nearest events, not an answer
+            hits = (by_tool["search_by_text"].get("result") or {}).get("results", [])[:3]
+            text = "I can't turn that question into a query over your photos."
+            if hits:
+                offered = "; ".join(f"{say_date(h['date'])} at {h.get('place') or h.get('city') or 'unknown place'}"
+                                    for h in hits if h.get("date"))  # fmt: skip
+                text += f" The nearest events I found: {offered}."
+                if hits[0].get("text"):  # quoted as what was found, not as the answer
+                    closest = " ".join(hits[0]["text"].split())[:200]
+                    text += f' The closest reads: "{closest}"'
+            return Decision(answer=text, cited=[])
+        query = self.translate(question, today)
+        if query is None:
+            return Decision(calls=[{"tool": "search_by_text", "args": {"query": question, "k": 3, "level": "event"}}])
+        return Decision(calls=[{"tool": "query", "args": query.model_dump(mode="json", exclude_none=True)}])
+
+    def _read(self, observation: dict[str, Any]) -> Decision:
+        if "error" in observation:
+            return Decision(answer=f"I could not run that query ({observation['error']}).", cited=[])
+        result = observation["result"]
+        query = Query.model_validate(observation["args"])
+        if result.get("empty"):
+            return Decision(answer=failure_text(query, result.get("nearest") or []), cited=[])
+        return Decision(answer=answer_text(query, result), cited=self._global(result.get("photo_ids") or []))
 
 
 # ---------------------------------------------------------------------------------------------------- LLM

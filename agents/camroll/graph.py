@@ -46,7 +46,8 @@ def build_graph(tools: CamrollTools, answerer: Any, checkpointer: Any = None, ma
 
     def plan(state: AgentState) -> dict[str, Any]:
         today = dt.date.fromisoformat(state["today"])
-        decision: Decision = answerer.step(state["question"], today, state.get("observations", []))
+        extra = {"turns": state.get("turns", [])} if getattr(answerer, "uses_turns", False) else {}
+        decision: Decision = answerer.step(state["question"], today, state.get("observations", []), **extra)
         if decision.answer is not None or state.get("steps", 0) >= max_steps:
             answer = decision.answer if decision.answer is not None else "I could not answer within the step limit."
             return {"pending": [], "answer": answer, "cited": decision.cited}

@@ -39,7 +39,8 @@ from agents.camroll.data import (
     user_dir,
 )
 from agents.camroll.errors import CamrollDataError
-from agents.camroll.geo import haversine_km, nearest_city
+from agents.camroll.facts import aggregate, event_facts, fill_activity_from_place
+from agents.camroll.geo import CITIES, haversine_km, nearest_city
 
 logger = logging.getLogger(__name__)
 
@@ -372,6 +373,8 @@ def build_nodes(
             trips.append([day])
     trip_of_day = {day: trip[0].isoformat() for trip in trips for day in trip}
 
+    known_places = [p.name for p in places]
+    city_names = [c[0] for c in CITIES]
     nodes: list[Node] = []
     event_of_photo: dict[str, str] = {}
     events_by_day: dict[dt.date, list[Node]] = defaultdict(list)
@@ -385,6 +388,11 @@ def build_nodes(
         captions = list(dict.fromkeys(_clip(p.caption) for p in cluster if p.caption.strip()))[:4]
         seen = _top([label for p in cluster for label in labels.get(p.photo_id, [])], 4)
         located = [p for p in cluster if p.lat is not None]
+        facts = event_facts(
+            [p.caption for p in cluster], seen, place[0] if place else "", city[0] if city else "",
+            known_places, city_names,
+        )  # fmt: skip
+        place = [facts["place"]] if facts["place"] else []
         where = ", ".join(x for x in (place[0] if place else "", city[0] if city else "") if x) or "unknown place"
         document = (
             f"Event on {day:%A %B} {day.day}, {day.year} {first.timestamp:%H:%M}-{last.timestamp:%H:%M} at {where}: "
@@ -404,6 +412,7 @@ def build_nodes(
             "n_photos": len(cluster),
             "photo_ids": [p.photo_id for p in cluster],
             "trip": trip_of_day.get(day, ""),
+            **facts,
         }
         if located:
             metadata["lat"] = round(sum(p.lat for p in located) / len(located), 6)
@@ -414,6 +423,7 @@ def build_nodes(
         for photo in cluster:
             event_of_photo[photo.photo_id] = event_key
 
+    fill_activity_from_place([n.metadata for n in nodes])
     for photo in photos:
         day = photo.timestamp.date()
         seen = labels.get(photo.photo_id, [])
@@ -481,6 +491,7 @@ def build_nodes(
                     "event_ids": [e.metadata["key"] for e in day_events],
                     "photo_ids": photo_ids,
                     "trip": trip_of_day.get(day, ""),
+                    **aggregate([e.metadata for e in day_events]),
                 },
             )
         )
@@ -514,7 +525,9 @@ def build_nodes(
                     "city": city,
                     "n_photos": len(photo_ids),
                     "n_days": len(trip),
+                    "n_events": len(trip_events),
                     "photo_ids": photo_ids,
+                    **aggregate([e.metadata for e in trip_events]),
                 },
             )
         )
@@ -546,6 +559,7 @@ def build_nodes(
                     "n_photos": len(photo_ids),
                     "n_days": len(days),
                     "photo_ids": photo_ids,
+                    **aggregate([e.metadata for e in month_events]),
                 },
             )
         )

@@ -71,12 +71,21 @@ def find_dates(text: str) -> list[dt.date]:
     return found
 
 
+# How the query answerer says it has no answer; what follows (the nearest events it offers) never scores.
+DECLINED = ("I found no photos", "I can't turn that question")
+
+
 def is_correct(qa: Any, prediction: str) -> bool:
-    """Type-aware answer matching (see the module docstring)."""
+    """Type-aware answer matching (see the module docstring); a declined answer is never correct."""
     prediction = prediction or ""
+    if prediction.startswith(DECLINED):
+        return False
     if qa.answer_type == "numeric":
         number = first_number(prediction)
         return number is not None and abs(number - float(qa.answer)) < 1e-9
+    if qa.answer_type == "yesno":  # the first word says it
+        words = normalise(prediction).split()
+        return bool(words) and words[0] == str(qa.answer).lower()
     if qa.answer_type == "date":
         dates = find_dates(prediction)
         return bool(dates) and dates[0] == dt.date.fromisoformat(qa.answer)
@@ -197,6 +206,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def summarise_by(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """:func:`summarise` per value of ``row[key]`` (e.g. the template split: seen / unseen)."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[str(row.get(key))].append(row)
+    return {value: summarise(group) for value, group in sorted(groups.items())}
+
+
 def judge(model: Any, qa: Any, prediction: str) -> bool | None:
     """Opt-in LLM judge: does the prediction answer the question like the reference? (yes/no)."""
     messages = [
@@ -223,11 +240,21 @@ def run_eval(
     max_questions: int | None = None,
     judge_model: Any = None,
     progress: bool = True,
+    translator: Any = None,
+    questions: Any = None,
+    row_extra: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``systems`` on the QA of ``users``; ``memory_factory()`` gives a CamrollMemory on ``data``."""
-    from agents.camroll.answerers import LLMAnswerer, PlannerAnswerer
+    """Evaluate ``systems`` on the QA of ``users``; ``memory_factory()`` gives a CamrollMemory on ``data``.
+
+    ``agent``: planner (the template planner), query (typed queries; ``translator`` picks the parser, default
+    the rule parser), llm or endpoint (tool calls), endpoint-query (``model`` translates into typed queries).
+    ``questions(user)`` replaces the roll's qa.jsonl (e.g. the paraphrase set); ``row_extra[qa_id]`` is merged
+    into that question's rows. The baselines read with the planner unless the agent is an LLM.
+    """
+    from agents.camroll.answerers import LLMAnswerer, PlannerAnswerer, QueryAnswerer
     from agents.camroll.data import list_users, read_qa, user_dir
     from agents.camroll.graph import ask, build_graph
+    from agents.camroll.parsing import LLMParser
     from agents.camroll.tools import CamrollTools
 
     data = Path(data)
@@ -236,22 +263,28 @@ def run_eval(
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     ingest_seconds, n_photos = 0.0, 0
     for user in tqdm(users, desc="users", unit="user", disable=not progress):
-        qas = read_qa(user_dir(data, user))[:max_questions]
+        qas = (questions(user) if questions is not None else read_qa(user_dir(data, user)))[:max_questions]
         report = memory.ingest(user, progress=False)
         ingest_seconds += report["seconds"]
         n_photos += report["photos"]
         tools = CamrollTools(memory, user)
         photos = [i for i in memory.store.get(memory.collection, where={"$and": [{"user": user}, {"level": "photo"}]})]
+        reads_queries = agent in ("query", "endpoint-query")
+        if agent == "endpoint-query":
+            query_answerer = QueryAnswerer(user, LLMParser(model), name=agent)
+        elif agent == "query":
+            query_answerer = QueryAnswerer(user, translator)
         for qa in qas:
             for system in systems:
                 before = model.usage.total_tokens if model is not None else 0
                 started = time.perf_counter()
                 if system == "hierarchical":
-                    answerer = (
-                        PlannerAnswerer(user)
-                        if agent == "planner"
-                        else LLMAnswerer(model, user, name=agent, constrained=agent == "llm")
-                    )
+                    if reads_queries:
+                        answerer = query_answerer  # one per user: the vocabulary is read once
+                    elif agent == "planner":
+                        answerer = PlannerAnswerer(user)
+                    else:
+                        answerer = LLMAnswerer(model, user, name=agent, constrained=agent == "llm")
                     result = ask(build_graph(tools, answerer), qa.question, qa.question_date)
                     answer, cited, tokens = result["answer"], result["cited"], result["context_tokens"]
                 else:
@@ -262,7 +295,7 @@ def run_eval(
                         pool_tokens = sum(approx_tokens(i["document"]) + 4 for i in pool)
                     else:
                         pool, pool_tokens = long_context_pool(photos, qa.question_date, context_tokens)
-                    if agent == "planner":
+                    if agent == "planner" or (reads_queries and model is None) or agent == "query":
                         pooled = pooled_tools(CamrollTools, memory, user, pool)
                         result = ask(build_graph(pooled, PlannerAnswerer(user)), qa.question, qa.question_date)
                         answer, cited = result["answer"], result["cited"]
@@ -270,7 +303,7 @@ def run_eval(
                         answer, cited = llm_direct_answer(model, qa.question, qa.question_date, pool)
                     tokens = pool_tokens  # the baseline reads its whole context
                 seconds = time.perf_counter() - started
-                if model is not None and agent != "planner":
+                if model is not None and agent not in ("planner", "query"):
                     tokens = model.usage.total_tokens - before  # prompt + completion tokens the model spent
                 row = {
                     "user": user,
@@ -288,6 +321,7 @@ def run_eval(
                 }
                 if judge_model is not None:
                     row["judge"] = judge(judge_model, qa, answer)
+                row.update((row_extra or {}).get(qa.qa_id, {}))
                 rows[system].append(row)
     return {
         "protocol": "camroll_qa",

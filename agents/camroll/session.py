@@ -46,21 +46,32 @@ def open_store(spec: str | None, read_only: bool = False) -> Any:
     return VectorStore(path=spec, read_only=read_only)
 
 
-def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
-    """planner (no LLM), llm (local model, default the packaged SmolLM2) or endpoint (an OpenAI-compatible URL)."""
-    from agents.camroll.answerers import LLMAnswerer, PlannerAnswerer
+AGENTS = ("query", "planner", "llm", "endpoint", "endpoint-query")
 
+
+def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
+    """query (default: typed query from the rule parser), planner (the old template planner), llm (local model
+    choosing tools, default the packaged SmolLM2), endpoint (an OpenAI-compatible URL choosing tools) or
+    endpoint-query (the endpoint translates the question into a typed query)."""
+    from agents.camroll.answerers import LLMAnswerer, PlannerAnswerer, QueryAnswerer
+
+    if kind == "query":
+        return QueryAnswerer(user)
     if kind == "planner":
         return PlannerAnswerer(user)
     from mllm.backbones import load_chat_model
 
     if kind == "llm":
         return LLMAnswerer(load_chat_model(model_spec or "default"), user, name="llm", constrained=True)
-    if kind == "endpoint":
+    if kind in ("endpoint", "endpoint-query"):
         if not model_spec or not model_spec.startswith(("http://", "https://")):
-            raise CamrollError("--agent endpoint needs --model http(s)://host:port/v1[#model-name]")
+            raise CamrollError(f"--agent {kind} needs --model http(s)://host:port/v1[#model-name]")
+        if kind == "endpoint-query":
+            from agents.camroll.parsing import LLMParser
+
+            return QueryAnswerer(user, LLMParser(load_chat_model(model_spec)), name="endpoint-query")
         return LLMAnswerer(load_chat_model(model_spec), user, name="endpoint")
-    raise CamrollError(f"--agent {kind!r}: use planner, llm or endpoint")
+    raise CamrollError(f"--agent {kind!r}: use {', '.join(AGENTS)}")
 
 
 class Session:

@@ -16,9 +16,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.camroll.data import LOCAL_ID, check_user_id, read_places
+from agents.camroll.demo_data import DISHES as KNOWN_DISHES  # general knowledge for suggestions, not the roll
 from agents.camroll.errors import ToolArgumentError
-from agents.camroll.geo import city_coordinates, haversine_km
+from agents.camroll.facts import vocabulary
+from agents.camroll.geo import CITIES, city_coordinates, haversine_km
 from agents.camroll.memory import CamrollMemory, from_seconds, node_id, to_seconds
+from agents.camroll.query import Query, execute, is_empty, nearest
 
 Level = Literal["photo", "event", "day", "trip", "month"]
 MAX_RESULTS = 50
@@ -119,13 +122,19 @@ class CountArgs(TimeRange):
         return [v.strip() for v in value]
 
 
-TOOL_ARGS: dict[str, type[_Args]] = {
+class VocabularyArgs(_Args):
+    """The user's own vocabulary: the things, places, cities, people and activities the roll's events name."""
+
+
+TOOL_ARGS: dict[str, type[BaseModel]] = {
     "search_by_time": SearchByTimeArgs,
     "search_by_text": SearchByTextArgs,
     "search_by_place": SearchByPlaceArgs,
     "get_event": GetEventArgs,
     "view_photo": ViewPhotoArgs,
     "count": CountArgs,
+    "query": Query,
+    "vocabulary": VocabularyArgs,
 }
 
 
@@ -344,6 +353,23 @@ class CamrollTools:
             return {"count": len(days), "days": days[:MAX_RESULTS], **ends, "photo_ids": _photo_ids(items)}
         ids = [i["id"] for i in items][:MAX_RESULTS]
         return {"count": len(items), "ids": ids, **ends, "photo_ids": _photo_ids(items)}
+
+    def fact_nodes(self) -> dict[str, list[dict[str, Any]]]:
+        """This user's event and trip nodes (id, document, metadata): what queries run over."""
+        return {level: self._items(level, None, None) for level in ("event", "trip")}
+
+    def vocabulary(self, args: VocabularyArgs) -> dict[str, Any]:
+        """The vocabulary of this user's events (what a question's entities are matched against)."""
+        return vocabulary(i["metadata"] for i in self._items("event", None, None)).as_dict()
+
+    def query(self, args: Query) -> dict[str, Any]:
+        """Run a typed query over the facts; an empty result carries the nearest events instead."""
+        nodes = self.fact_nodes()
+        result = execute(args, nodes, catalogue={"item": list(KNOWN_DISHES), "city": [c[0] for c in CITIES]})
+        result["empty"] = is_empty(result)
+        if result["empty"]:
+            result["nearest"] = nearest(nodes, args)
+        return result
 
 
 def _photo_ids(items: list[dict[str, Any]], limit: int = 30) -> list[str]:
