@@ -1,4 +1,4 @@
-"""``python -m agents.camroll chat|ask|ingest|demo|demo-data|threads``: the camera-roll agent's command line.
+"""``python -m agents.camroll chat|ask|ingest|demo|demo-data|threads|yfcc``: the camera-roll agent's command line.
 
 ``chat --user 12`` resumes the user's thread after a restart (LangGraph SQLite checkpointer); ``ask`` answers
 once; ``--data DIR`` picks a camera roll (default: the demo roll, built on first use under the cache folder).
@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--extra-photos", help="a folder of photos named by content (e.g. ImageNet samples) to mix in")
     add_verbosity_args(demo)
     demo.set_defaults(run=_demo_data)
+    from agents.camroll.yfcc_cli import add_parser as add_yfcc_parser
+
+    add_yfcc_parser(verbs)
     return parser
 
 

@@ -56,7 +56,7 @@ PHOTO_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 CSV_ID_COLUMNS = ("photo_id", "id", "photoid", "image_id", "filename", "file", "image")
 CSV_DATE_COLUMNS = ("datetaken", "date_taken", "date", "timestamp")
 CSV_CAPTION_COLUMNS = ("caption", "vlm_caption", "captionKii", "image_caption")
-DEFAULT_ANSWERER = "planner"  # the session's default answerer (agents.camroll.session.make_answerer); see answer_user
+DEFAULT_ANSWERER = "query"  # the session's default answerer (agents.camroll.session.make_answerer); see answer_user
 PAPER_TOKENS_PER_QUESTION = 3200  # the paper's agent, ~3.2k tokens per question (third-party summary, unverified)
 
 
