@@ -3,6 +3,9 @@
     python benchmarks/dfpl.py run --dataset synthetic --seeds 0 1 2
     python benchmarks/dfpl.py run --dataset houses --folds 0 1 2 3 4
     python benchmarks/dfpl.py run --dataset fashion --seeds 0 1 2
+    python benchmarks/dfpl.py run --dataset houses --repeat 1 --folds 0 1 2 3 4 --part repeat1
+    python benchmarks/dfpl.py run --dataset fashion6k --seeds 0 1 2     # the whole cached 6,000 / 2,000 pool
+    python benchmarks/dfpl.py finetune --seeds 0 --methods dfpl early_concat image_only
     python benchmarks/dfpl.py report          # tables + docs/dfpl_missing_rate.png
 
 Two protocols per (pattern, rate): "test" = trained on complete data, the share ``rate`` of test samples
@@ -50,21 +53,24 @@ DEFAULTS = {
     "synthetic": {"epochs": 15, "batch_size": 64},
     "houses": {"epochs": 30, "batch_size": 64},
     "fashion": {"epochs": 12, "batch_size": 128},
+    "fashion6k": {"epochs": 12, "batch_size": 128},
 }
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "dfpl_missing_rate.png"
 
 
-def spec_for(dataset: str, replicate: int) -> DataSpec:
-    """The data spec of one replicate: a seed (synthetic, fashion) or a fold of repeat 0 (houses)."""
+def spec_for(dataset: str, replicate: int, repeat: int = 0) -> DataSpec:
+    """The data spec of one replicate: a seed (synthetic, fashion) or a fold of the ``repeat``-th 5-fold split
+    (houses). ``fashion`` = 150 / 100 images per class, ``fashion6k`` = the whole cached pool, 600 / 200."""
     if dataset == "houses":
-        return DataSpec(name="houses", path=str(SHARED / "houses_ahmed2016"), fold=replicate, folds=5, repeat=0)
-    if dataset == "fashion":
+        return DataSpec(name="houses", path=str(SHARED / "houses_ahmed2016"), fold=replicate, folds=5, repeat=repeat)
+    if dataset in ("fashion", "fashion6k"):
+        full = dataset == "fashion6k"
         return DataSpec(
             name="fashion",
             path=str(SHARED / "fashion_mnist"),
             split_seed=replicate,
-            train_per_class=150,
-            test_per_class=100,
+            train_per_class=600 if full else 150,
+            test_per_class=200 if full else 100,
         )
     return DataSpec(name="synthetic", synthetic_n=800, split_seed=replicate)
 
@@ -82,18 +88,18 @@ def run(args: argparse.Namespace) -> None:
     name = f"dfpl_{args.dataset}" + (f"_{args.part}" if args.part else "")
     path = RESULTS_DIR / f"{name}.json"
     records = json.loads(path.read_text())["records"] if path.is_file() and not args.fresh else []
-    done = {(r["method"], r["replicate"], r["train_pattern"], r["train_rate"]) for r in records}
+    done = {(r["method"], r.get("repeat", 0), r["replicate"], r["train_pattern"], r["train_rate"]) for r in records}
     rates = [r for r in args.rates if r > 0]
     train_settings = [] if args.skip_complete else [("none", 0.0)]
     train_settings += [(p, r) for p in args.train_patterns for r in rates]
     defaults = DEFAULTS[args.dataset]
-    splits = {replicate: load_split(spec_for(args.dataset, replicate)) for replicate in args.replicates}
+    splits = {replicate: load_split(spec_for(args.dataset, replicate, args.repeat)) for replicate in args.replicates}
     # setting-major order: a run cut short still has every replicate of the settings it finished
     for train_pattern, train_rate in train_settings:
         for replicate in args.replicates:
             train, test = splits[replicate]
             for method in args.methods:
-                key = (method, replicate, train_pattern, train_rate)
+                key = (method, args.repeat, replicate, train_pattern, train_rate)
                 if key in done:
                     continue
                 config = TrainConfig(
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> None:
                     records.append(
                         {
                             "method": method,
+                            "repeat": args.repeat,
                             "replicate": replicate,
                             "train_pattern": train_pattern,
                             "train_rate": train_rate,
@@ -131,14 +138,19 @@ def run(args: argparse.Namespace) -> None:
                     "dataset": args.dataset,
                     "protocol": "test: complete training, seeded missing test inputs; train+test: same rate missing "
                     "in training (mask seed = replicate) and test (mask seed = 1000 + replicate)",
-                    "replicates": "houses: folds of one 5-fold stratified split (repeat 0); others: seeds",
+                    "replicates": "houses: folds of the 5-fold stratified split number `repeat` (its shuffling "
+                    "seed); others: seeds",
                     "train_config": dataclasses.asdict(config) | {"seed": "replicate"},
                     "model_config": dataclasses.asdict(ModelConfig()),
-                    "constant": {str(replicate): constant_rows(train, test)}
+                    "constant": {_constant_key(args.repeat, replicate): constant_rows(train, test)}
                     | (json.loads(path.read_text()).get("constant", {}) if path.is_file() else {}),
                     "records": records,
                 }
                 write_results(name, payload)
+
+
+def _constant_key(repeat: int, replicate: int) -> str:
+    return str(replicate) if repeat == 0 else f"{repeat}/{replicate}"
 
 
 def _table(records: list[dict], protocol: str, metric: str, methods: list[str]) -> list[dict]:
@@ -163,6 +175,9 @@ def _table(records: list[dict], protocol: str, metric: str, methods: list[str]) 
     return rows
 
 
+KEY_FIELDS = ("repeat", "method", "replicate", "train_pattern", "train_rate", "test_pattern", "test_rate")
+
+
 def merged(dataset: str) -> tuple[dict, list[dict]]:
     """The main result file of a dataset and the records of it and its parts, de-duplicated (first kept)."""
     payload = json.loads((RESULTS_DIR / f"dfpl_{dataset}.json").read_text())
@@ -171,8 +186,8 @@ def merged(dataset: str) -> tuple[dict, list[dict]]:
         part = json.loads(path.read_text())
         payload["constant"] = part.get("constant", {}) | payload.get("constant", {})
         for record in part["records"]:
-            key = tuple(record[k] for k in ("method", "replicate", "train_pattern", "train_rate", "test_pattern",
-                                            "test_rate"))  # fmt: skip
+            record.setdefault("repeat", 0)
+            key = tuple(record[k] for k in KEY_FIELDS)
             if key not in seen:
                 seen.add(key)
                 records.append(record)
@@ -186,12 +201,23 @@ def report(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in ("synthetic", "houses", "fashion") if (RESULTS_DIR / f"dfpl_{d}.json").is_file()]
+    datasets = [d for d in (*DEFAULTS,) if (RESULTS_DIR / f"dfpl_{d}.json").is_file()]
     markdown: list[str] = []
-    fig, axes = plt.subplots(len(datasets), 3, figsize=(12, 3.2 * len(datasets)), squeeze=False)
-    for i, dataset in enumerate(datasets):
-        payload, records = merged(dataset)
+    panels = (("image", "test"), ("table", "test"), ("image", "train+test"), ("table", "train+test"),
+              ("mixed", "train+test"))  # fmt: skip
+    plotted = [d for d in datasets if d != "fashion6k"]  # fashion6k has rates 0 and 0.7 only: tables, no curve
+    fig, axes = plt.subplots(len(plotted), len(panels), figsize=(17, 3.0 * len(plotted)), squeeze=False)
+    for dataset in datasets:
+        payload, every_repeat = merged(dataset)
+        records = [r for r in every_repeat if r["repeat"] == 0]  # the full grid: one 5-fold split (houses)
         methods = [m for m in METHODS if any(r["method"] == m for r in records)]
+        if any(r["repeat"] for r in every_repeat):
+            for metric in ("accuracy", "macro_f1"):
+                rows = _repeat_table(every_repeat, metric, methods)
+                columns = ["method", *REPEAT_COLUMNS, "n"]
+                title = f"{dataset}: {metric} (%), every repeat of the 5-fold split"
+                markdown.append(_markdown(rows, columns, title))
+                print_table(rows, columns, title="\n" + title)
         constant = np.mean([v["accuracy"] for v in payload["constant"].values()])
         for protocol in ("test", "train+test"):
             for metric in ("accuracy", "macro_f1"):
@@ -204,9 +230,8 @@ def report(args: argparse.Namespace) -> None:
                 markdown.append(_markdown(rows, columns, f"{dataset}: {metric} (%), missing at {protocol}"))
                 print_table(rows, columns, title=f"\n{dataset}: {metric}, missing at {protocol} (constant acc "
                             f"{100 * constant:.1f})")  # fmt: skip
-        panels = (("image", "test"), ("table", "test"), ("mixed", "train+test"))
-        for j, (pattern, protocol) in enumerate(panels):
-            ax = axes[i][j]
+        for j, (pattern, protocol) in enumerate(panels if dataset in plotted else ()):
+            ax = axes[plotted.index(dataset)][j]
             for method in methods:
                 xs, ys = [], []
                 for rate in (0.0, 0.3, 0.5, 0.7):
@@ -232,11 +257,119 @@ def report(args: argparse.Namespace) -> None:
     axes[0][0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     PLOT.parent.mkdir(exist_ok=True)
-    fig.savefig(PLOT, dpi=80)
+    fig.savefig(PLOT, dpi=70)
     print(f"\nplot: {PLOT} ({PLOT.stat().st_size // 1024} KB)")
     if args.markdown:
         Path(args.markdown).write_text("\n".join(markdown))
         print(f"markdown tables: {args.markdown}")
+
+
+REPEAT_COLUMNS = ("complete", "test mix@0.7", "train+test mix@0.7")
+
+
+def _repeat_table(records: list[dict], metric: str, methods: list[str]) -> list[dict]:
+    """Complete inputs and 70% mixed missingness (test only / train and test) over every (repeat, fold)."""
+    rows = []
+    for method in methods:
+        mine = [r for r in records if r["method"] == method]
+        cells = {
+            "complete": [r for r in mine if r["train_pattern"] == "none" and r["test_pattern"] == "none"],
+            "test mix@0.7": [
+                r
+                for r in mine
+                if r["train_pattern"] == "none" and r["test_pattern"] == "mixed" and r["test_rate"] == 0.7
+            ],
+            "train+test mix@0.7": [r for r in mine if r["train_pattern"] == "mixed" and r["train_rate"] == 0.7],
+        }
+        row = {"method": method}
+        for column, chosen in cells.items():
+            if chosen:
+                values = [r[metric] for r in chosen]
+                row[column] = f"{100 * np.mean(values):.1f}±{100 * np.std(values):.1f}"
+                row["n"] = min(row.get("n", len(values)), len(values))
+        rows.append(row)
+    return rows
+
+
+def finetune(args: argparse.Namespace) -> None:
+    """EfficientNet-lite0 fine-tuned on pixels vs frozen cached features, same Fashion-MNIST items and seeds."""
+    path = RESULTS_DIR / "dfpl_finetune.json"
+    records = json.loads(path.read_text())["records"] if path.is_file() and not args.fresh else []
+    done = {(r["method"], r["replicate"], r["finetune"]) for r in records}
+    for seed in args.replicates:
+        for tuned in (False, True):
+            spec = dataclasses.replace(
+                spec_for("fashion", seed), train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                pixels=tuned,
+            )  # fmt: skip
+            train, test = load_split(spec)
+            for method in args.methods:
+                if (method, seed, tuned) in done:
+                    continue
+                config = TrainConfig(epochs=args.epochs, batch_size=64, seed=seed)
+                model_name, model_config = model_for(method, ModelConfig(finetune_image=tuned, image_grid=2))
+                start = time.process_time()
+                model = train_model(model_name, train, model_config, config)
+                seconds = time.process_time() - start
+                for test_pattern, test_rate in (("none", 0.0), ("mixed", 0.7), ("table", 0.7)):
+                    metrics = evaluate(model, test, test_rate, test_pattern, seed=1000 + seed)
+                    record = {"method": method, "replicate": seed, "finetune": tuned, "test_pattern": test_pattern}
+                    records.append(record | {"test_rate": test_rate, **metrics, "train_cpu_seconds": round(seconds, 2)})
+                done.add((method, seed, tuned))
+                logging.info("finetune=%s %s seed %d: %.1f s", tuned, method, seed, seconds)
+                write_results("dfpl_finetune", {
+                    "dataset": f"fashion (semi-synthetic), {args.train_per_class} / {args.test_per_class} images per "
+                    "class (train / test) at 64 px, 2x2 region tokens",
+                    "protocol": "trained on complete data; tested complete, with 70% mixed missing, and with 70% of "
+                    "tables missing (mask seed 1000 + seed); frozen = cached features of the same items",
+                    "train_config": dataclasses.asdict(config) | {"seed": "replicate"},
+                    "model_config": dataclasses.asdict(ModelConfig(image_grid=2)) | {"finetune_image": "per record"},
+                    "records": records,
+                })  # fmt: skip
+    rows = []
+    for method in args.methods:
+        for tuned in (False, True):
+            row = {"method": method, "image encoder": "fine-tuned" if tuned else "frozen"}
+            for test_pattern, label in (("none", "complete"), ("mixed", "mix@0.7"), ("table", "tab@0.7")):
+                chosen = [r for r in records if r["method"] == method and r["finetune"] == tuned
+                          and r["test_pattern"] == test_pattern]  # fmt: skip
+                if chosen:
+                    values = [100 * r["accuracy"] for r in chosen]
+                    row[label] = f"{np.mean(values):.1f}±{np.std(values):.1f}"
+                    row["cpu s"] = round(float(np.mean([r["train_cpu_seconds"] for r in chosen])), 1)
+                    row["n"] = len(chosen)
+            rows.append(row)
+    print_table(rows, ["method", "image encoder", "complete", "mix@0.7", "tab@0.7", "cpu s", "n"],
+                title="fine-tuned vs frozen EfficientNet-lite0: accuracy %")  # fmt: skip
+
+
+CMA_VARIANTS = {
+    "dfpl": {},
+    "dfpl_no_cma": {"cma": False},
+    "dfpl, cma_weight 0 (aggregation kept, its loss off)": {"cma_weight": 0.0},
+    "dfpl, dropout 0.3": {"dropout": 0.3},
+}
+
+
+def cmacheck(args: argparse.Namespace) -> None:
+    """Is DFPL's gap to its no-CMA ablation on Houses a bug or overfitting? Train and test accuracy per variant."""
+    records = []
+    for fold in args.replicates:
+        train, test = load_split(spec_for("houses", fold))
+        for label, override in CMA_VARIANTS.items():
+            config = TrainConfig(
+                epochs=DEFAULTS["houses"]["epochs"], batch_size=DEFAULTS["houses"]["batch_size"], seed=fold
+            )
+            model = train_model("dfpl", train, dataclasses.replace(ModelConfig(), **override), config)
+            accuracy = {part: evaluate(model, data, 0.0, "none", 0)["accuracy"] for part, data in (("train", train),
+                        ("test", test))}  # fmt: skip
+            records.append({"variant": label, "fold": fold, **{f"{k}_accuracy": v for k, v in accuracy.items()}})
+    write_results("dfpl_cma_check", {"dataset": "houses, repeat 0", "protocol": "complete inputs", "records": records})
+    rows = [{"variant": label, **{k: f"{100 * np.mean([r[k] for r in records if r['variant'] == label]):.1f}"
+             for k in ("train_accuracy", "test_accuracy")}} for label in CMA_VARIANTS]  # fmt: skip
+    print_table(
+        rows, ["variant", "train_accuracy", "test_accuracy"], title=f"CMA check, Houses folds {args.replicates}"
+    )
 
 
 def _markdown(rows: list[dict], columns: list[str], title: str) -> str:
@@ -266,12 +399,22 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--fresh", action="store_true", help="ignore earlier results of this dataset")
     run_parser.add_argument("--part", default="", help="write dfpl_<dataset>_<part>.json (a second process)")
     run_parser.add_argument("--skip-complete", action="store_true", help="no complete-data training setting")
+    run_parser.add_argument("--repeat", type=int, default=0, help="houses: which repetition of the 5-fold split")
+    check_parser = sub.add_parser("cmacheck", help="DFPL with / without CMA on Houses: train vs test accuracy")
+    check_parser.add_argument("--replicates", "--folds", type=int, nargs="+", default=[0])
+    tune_parser = sub.add_parser("finetune", help="fine-tuned vs frozen EfficientNet-lite0 on a Fashion subsample")
+    tune_parser.add_argument("--replicates", "--seeds", type=int, nargs="+", default=[0])
+    tune_parser.add_argument("--methods", nargs="+", choices=METHODS, default=["dfpl", "image_only"])
+    tune_parser.add_argument("--train-per-class", type=int, default=60)
+    tune_parser.add_argument("--test-per-class", type=int, default=40)
+    tune_parser.add_argument("--epochs", type=int, default=6)
+    tune_parser.add_argument("--fresh", action="store_true", help="ignore earlier fine-tuning results")
     report_parser = sub.add_parser("report", help="print the tables and draw docs/dfpl_missing_rate.png")
     report_parser.add_argument("--markdown", default="", help="also write the tables as markdown to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
-    run(args) if args.verb == "run" else report(args)
+    {"run": run, "report": report, "finetune": finetune, "cmacheck": cmacheck}[args.verb](args)
     return 0
 
 

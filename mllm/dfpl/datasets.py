@@ -25,7 +25,7 @@ from mllm.dfpl.data import (
     synthetic_data,
 )
 from mllm.dfpl.errors import DfplError
-from mllm.dfpl.features import FEATURE_DIM, cached_features
+from mllm.dfpl.features import FEATURE_DIM, cached_features, to_pixels
 from mllm.dfpl.readers import RawImageTable, read_dvm_car, read_petfinder, to_multimodal
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,15 @@ def load_fashion(
     test_per_class: int = 100,
     table_seed: int = 0,
     cache_dir: str | Path | None = None,
+    pixels: bool = False,
 ) -> tuple[MultimodalData, MultimodalData]:
     """A stratified Fashion-MNIST subsample (from the official train / test files) with its rule table.
 
     Features are cached for a fixed pool (600 train + 200 test images per class, seed 0); a run takes the
     first ``train_per_class`` / ``test_per_class`` of each class from it. ``table_seed`` draws the table's
-    noise. Table statistics are fitted on the training part.
+    noise. Table statistics are fitted on the training part. ``pixels=True`` returns the same items as
+    lite-scaled pixels ``(n, 1, 3, 64, 64)`` for fine-tuning (with ``ModelConfig(image_grid=2)`` the trunk
+    gives the same four region tokens as the cache).
     """
     folder = Path(folder)
     parts = []
@@ -66,10 +69,16 @@ def load_fashion(
         images = read_idx(folder / f"{split}-images-idx3-ubyte.gz")
         labels = read_idx(folder / f"{split}-labels-idx1-ubyte.gz").astype(np.int64)
         pool = stratified_subsample(labels, FASHION_POOL[split], seed=0)
-        sources = [f"fashion_mnist/{split}/{i}" for i in pool]
-        tokens = cached_features(f"fashion-{split}", list(images[pool]), sources, FASHION_SIZE, FASHION_GRID, cache_dir)
         keep = np.sort(np.concatenate([np.flatnonzero(labels[pool] == c)[:per_class] for c in range(10)]))
-        parts.append((tokens[keep].astype(np.float32), labels[pool][keep]))
+        if pixels:
+            image = to_pixels(list(images[pool[keep]]), FASHION_SIZE).numpy()[:, None]
+        else:
+            sources = [f"fashion_mnist/{split}/{i}" for i in pool]
+            tokens = cached_features(
+                f"fashion-{split}", list(images[pool]), sources, FASHION_SIZE, FASHION_GRID, cache_dir
+            )
+            image = tokens[keep].astype(np.float32)
+        parts.append((image, labels[pool][keep]))
     labels = np.concatenate([p[1] for p in parts])
     numeric_raw, categorical_raw = fashion_table(labels, seed=table_seed)
     train_index = np.arange(len(parts[0][1]))
@@ -96,6 +105,7 @@ class DataSpec:
     synthetic_n: int = 2000
     train_per_class: int = 300  # Fashion-MNIST subsample
     test_per_class: int = 100
+    pixels: bool = False  # Fashion-MNIST: pixels for fine-tuning (--finetune-image true --image-grid 2)
     test_share: float = 0.2  # PetFinder / DVM-Car hold-out share (stratified)
     cache_dir: str = ""
 
@@ -132,7 +142,9 @@ def load_split(spec: DataSpec) -> tuple[MultimodalData, MultimodalData]:
         train_index, test_index = houses_split(raw, spec.fold, spec.folds, spec.repeat)
         return houses_fold(raw, tokens, train_index, test_index)
     if spec.name == "fashion":
-        return load_fashion(spec.path, spec.train_per_class, spec.test_per_class, spec.split_seed, cache)
+        return load_fashion(
+            spec.path, spec.train_per_class, spec.test_per_class, spec.split_seed, cache, pixels=spec.pixels
+        )
     if spec.name in ("petfinder", "dvm_car"):
         reader = read_petfinder if spec.name == "petfinder" else read_dvm_car
         raw = reader(spec.path, spec.image_dir)

@@ -43,6 +43,7 @@ class TrainConfig:
     modality_dropout: float = 0.2
     train_missing_rate: float = 0.0
     train_missing_pattern: str = "none"
+    backbone_lr_scale: float = 0.1  # a fine-tuned image trunk learns at lr * this (pretrained weights move less)
 
 
 def _accelerator() -> Accelerator:
@@ -52,6 +53,18 @@ def _accelerator() -> Accelerator:
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device) for key, value in batch.items()}
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
+    """AdamW groups: a fine-tuned image trunk at ``lr * backbone_lr_scale``, everything else at ``lr``."""
+    trunk, rest = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (trunk if ".trunk." in f".{name}" else rest).append(parameter)
+    groups = [{"params": rest, "lr": config.lr}]
+    if trunk:
+        groups.append({"params": trunk, "lr": config.lr * config.backbone_lr_scale})
+    return groups
 
 
 def fit(
@@ -66,12 +79,15 @@ def fit(
     n = len(data)
     image_mask, table_mask = missing_masks(n, config.train_missing_rate, config.train_missing_pattern, config.seed)
     model.set_prior(torch.from_numpy(data.labels.astype(np.int64)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     rng = np.random.default_rng(config.seed + 1)
     steps_per_epoch = max(1, int(np.ceil(n / config.batch_size)))
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=config.epochs * steps_per_epoch,
+        pct_start=0.1,
     )
     history = []
     model.train()

@@ -219,3 +219,19 @@ def test_image_encoder_can_fine_tune_the_packaged_efficientnet() -> None:
     tokens.sum().backward()
     first = next(encoder.trunk.parameters())
     assert first.grad is not None and float(first.grad.abs().sum()) > 0
+
+
+def test_a_fine_tuned_trunk_learns_at_the_scaled_rate_and_frozen_models_keep_one_group() -> None:
+    from mllm.dfpl.train import parameter_groups
+
+    data = synthetic_data(40, seed=0)
+    frozen = _build("image_only", data)
+    config = TrainConfig(lr=1e-3, backbone_lr_scale=0.1)
+    groups = parameter_groups(frozen, config)
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-3
+    assert sum(p.numel() for p in groups[0]["params"]) == sum(p.numel() for p in frozen.parameters())
+    tuned = build_model("image_only", ModelConfig(dim=8, finetune_image=True), data.schema, (1, 1280), 8)
+    rest, trunk = parameter_groups(tuned, config)
+    assert rest["lr"] == 1e-3 and trunk["lr"] == pytest.approx(1e-4)
+    trunk_ids = {id(p) for p in tuned.image_encoder.trunk.parameters()}
+    assert {id(p) for p in trunk["params"]} == trunk_ids and not trunk_ids & {id(p) for p in rest["params"]}

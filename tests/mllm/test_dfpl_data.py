@@ -162,3 +162,29 @@ def test_cli_refuses_fine_tuning_on_cached_features(capsys: pytest.CaptureFixtur
     argv = ["train", "--data", "synthetic", "--synthetic-n", "60", "--finetune-image", "true", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "fine-tuning needs pixel inputs" in capsys.readouterr().err
+
+
+def test_fashion_pixels_are_the_same_items_as_the_features_would_be() -> None:
+    spec = DataSpec(name="fashion", path=str(FASHION), train_per_class=2, test_per_class=1, pixels=True)
+    train, test = load_split(spec)
+    assert train.image.shape == (20, 1, 3, 64, 64) and test.image.shape == (10, 1, 3, 64, 64)
+    assert np.bincount(train.labels).tolist() == [2] * 10 and np.bincount(test.labels).tolist() == [1] * 10
+    # lite scaling: (x - 127) / 128, so the black background sits at -127/128 and nothing leaves [-1, 1]
+    assert np.isfinite(train.image).all() and train.image.min() >= -1.0 and train.image.max() <= 1.0
+    assert train.image.min() == pytest.approx(-127 / 128, abs=1e-6)
+    # the table rule does not depend on the image form: same labels and prices as a second pixel load
+    again, _ = load_split(spec)
+    assert np.array_equal(again.numeric, train.numeric) and np.array_equal(again.labels, train.labels)
+
+
+@pytest.mark.slow
+def test_cli_fine_tunes_efficientnet_on_fashion_pixels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "--data", "fashion", "--path", str(FASHION), "--pixels", "true", "--finetune-image", "true"]
+    argv += ["--image-grid", "2", "--train-per-class", "2", "--test-per-class", "1", "--epochs", "1"]
+    assert main([*argv, "--model", "image_only", "--dim", "8", "--out", str(tmp_path / "run")]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert 0.0 <= trained["complete"]["accuracy"] <= 1.0
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["data"]["pixels"] is True and record["model_config"]["finetune_image"] is True
+    assert main(["eval", "--run", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(trained["complete"]["accuracy"])
