@@ -109,3 +109,79 @@ def test_cli_rejects_bad_input_with_one_line(capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --size") and "\n" not in err
     assert main(["sweep", "--methods", "nope", "--out", "x.json"]) == 2
+
+
+def _gptd_on_random_walks(episodes: int, seed: int = 0, noise_sd: float = 0.5):
+    """A GPTD agent fed random-action Deep Sea (N = 3) episodes, plus Engel's per-step H and r of run 0."""
+    from agents.bayesq.agents import GPTDBatch
+    from agents.bayesq.envs import DeepSea
+
+    N = 3
+    agent = GPTDBatch(
+        DeepSeaLayout(N), 1, AgentConfig(prior_mean=0.2, prior_sd=1.5, noise_sd=noise_sd), np.random.default_rng(5)
+    )
+    env, rng = DeepSea(N, seed=seed), np.random.default_rng(seed)
+    dim = N * N * 2
+    H, r = [], []
+    for _ in range(episodes):
+        s, done, xs, rs = env.reset(), False, [], []
+        while not done:
+            a = int(rng.integers(2))
+            s2, rew, done = env.step(a)
+            agent.observe(np.array([s]), np.array([a]), np.array([rew]), np.array([s2]))
+            xs.append(s * 2 + a)
+            rs.append(rew)
+            s = s2
+        for t, x in enumerate(xs):  # r_t = Q(x_t) - Q(x_{t+1}), Q(terminal) = 0
+            row = np.zeros(dim)
+            row[x] = 1.0
+            if t + 1 < len(xs):
+                row[xs[t + 1]] -= 1.0
+            H.append(row)
+            r.append(rs[t])
+    return agent, np.array(H), np.array(r)
+
+
+def test_gptd_posterior_matches_engels_kernel_form() -> None:
+    """Information form (aggregated pair counts, sparse precision) = Engel et al.'s GP formulas on the raw steps:
+    mean = mu0 + K H^T (H K H^T + sigma^2 I)^-1 (r - H mu0), cov = K - K H^T (H K H^T + sigma^2 I)^-1 H K."""
+    agent, H, r = _gptd_on_random_walks(12)
+    mu0, tau2, sig2 = 0.2, 1.5**2, 0.5**2
+    K = tau2 * np.eye(H.shape[1])
+    G = H @ K @ H.T + sig2 * np.eye(len(r))
+    mean = mu0 + K @ H.T @ np.linalg.solve(G, r - H @ np.full(H.shape[1], mu0))
+    cov = K - K @ H.T @ np.linalg.solve(G, H @ K)
+    got_mean, got_cov = agent.posterior(0)
+    np.testing.assert_allclose(got_mean, mean, atol=1e-9)
+    np.testing.assert_allclose(got_cov, cov, atol=1e-9)
+    assert len(r) == 12 * 3 and sum(v[0] for v in agent.pairs[0].values()) == len(r)
+
+
+def test_gptd_thompson_draws_have_the_posterior_moments() -> None:
+    agent, _, _ = _gptd_on_random_walks(6)
+    mean, cov = agent.posterior(0)
+    draws = np.array([agent.q_for_episode()[0].ravel() for _ in range(3000)])
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * np.sqrt(np.diag(cov).max() / 3000))
+    np.testing.assert_allclose(draws.var(0), np.diag(cov), rtol=0.15)
+
+
+def test_gptd_mean_concentrates_on_the_followed_policys_values() -> None:
+    """Always 'action 1' on a deterministic sea: the posterior mean of each visited pair tends to its return-to-go."""
+    from agents.bayesq.agents import GPTDBatch
+    from agents.bayesq.envs import DeepSea
+
+    N = 4
+    agent = GPTDBatch(DeepSeaLayout(N), 1, AgentConfig(noise_sd=0.1), np.random.default_rng(0))
+    env = DeepSea(N, seed=0)
+    for _ in range(200):
+        s, done, visited, rewards = env.reset(), False, [], []
+        while not done:
+            s2, rew, done = env.step(1)
+            agent.observe(np.array([s]), np.array([1]), np.array([rew]), np.array([s2]))
+            visited.append(s * 2 + 1)
+            rewards.append(rew)
+            s = s2
+    mean, cov = agent.posterior(0)
+    to_go = np.cumsum(rewards[::-1])[::-1]
+    np.testing.assert_allclose(mean[visited], to_go, atol=0.02)
+    assert np.sqrt(np.diag(cov)[visited]).max() < 0.05  # and is certain about them
