@@ -33,7 +33,11 @@ from benchmarks.common import RESULTS_DIR, print_table, write_results
 
 RUNS_FILE = RESULTS_DIR / "bayesq_sweep_runs.json"
 # runs of the same protocol made by a second process (``python -m agents.bayesq sweep --out ...``), merged by report
-EXTRA_RUNS_FILES = (RESULTS_DIR / "bayesq_sweep_runs_large.json",)
+EXTRA_RUNS_FILES = (
+    RESULTS_DIR / "bayesq_sweep_runs_large.json",
+    RESULTS_DIR / "bayesq_sweep_runs_gptd.json",
+    RESULTS_DIR / "bayesq_sweep_runs_seeds5_9.json",
+)
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
 
@@ -150,6 +154,10 @@ def _report(args: argparse.Namespace) -> None:
     for extra in EXTRA_RUNS_FILES:
         if extra.exists():
             runs += json.loads(extra.read_text())["runs"]
+    unique: dict[tuple, dict[str, Any]] = {}
+    for row in runs:  # a (variant, method, size, seed) run kept once (the first file that has it)
+        unique.setdefault((row["env"], row["method"], row["size"], row["seed"]), row)
+    runs = list(unique.values())
     summary = _report_sweep(runs)
     _plot(summary, PLOT)
     if args.write:

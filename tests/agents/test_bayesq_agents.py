@@ -78,6 +78,13 @@ def test_sweep_resumes_from_its_file(tmp_path) -> None:
         parse_sizes("ten")
 
 
+def test_cli_sweep_seed_start_adds_later_seeds(tmp_path) -> None:
+    out = tmp_path / "sweep.json"
+    args = ["sweep", "--methods", "gptd", "--sizes", "4", "--variants", "deepsea", "--episodes", "3", "--out", str(out)]
+    assert main([*args, "--seeds", "2", "--seed-start", "3"]) == 0
+    assert sorted(r["seed"] for r in json.loads(out.read_text())["runs"]) == [3, 4]
+
+
 def test_cli_run_prints_the_issue_keys_and_writes_out(tmp_path, capsys) -> None:
     out = tmp_path / "run.json"
     code = main(
