@@ -192,3 +192,28 @@ def test_gptd_mean_concentrates_on_the_followed_policys_values() -> None:
     to_go = np.cumsum(rewards[::-1])[::-1]
     np.testing.assert_allclose(mean[visited], to_go, atol=0.02)
     assert np.sqrt(np.diag(cov)[visited]).max() < 0.05  # and is certain about them
+
+
+def test_common_score_uses_only_the_runs_every_method_made() -> None:
+    from agents.bayesq.experiment import summarise_sweep
+
+    def row(method: str, size: int, seed: int, solved: int | None) -> dict:
+        return {
+            "env": "deepsea",
+            "method": method,
+            "size": size,
+            "seed": seed,
+            "solved_at_episode": solved,
+            "episodes_to_first_treasure": solved,
+            "episodes": 100,
+            "total_regret": 0.0,
+            "treasure_episodes": 0,
+            "seconds": 1.0,
+        }
+
+    rows = [row("a", 10, 0, 5), row("a", 10, 1, None), row("a", 12, 0, 5), row("b", 10, 0, None), row("b", 10, 1, 7)]
+    by_method = {s["method"]: s for s in summarise_sweep(rows)}
+    assert by_method["a"]["common_cells"] == 2 and by_method["a"]["common_sizes"] == [10]
+    assert by_method["a"]["bsuite_score_common_sizes"] == 0.5  # (10, 0) solved, (10, 1) not; (12, 0) is a's alone
+    assert by_method["a"]["bsuite_score_mean"] == 0.5  # seed 0: 2/2, seed 1: 0/1
+    assert by_method["b"]["bsuite_score_common_sizes"] == 0.5
