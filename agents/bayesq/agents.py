@@ -344,46 +344,51 @@ class GPTDBatch(BatchAgent):
         stats[0] += 1.0
         stats[1] += reward
 
-    def _system(self, b: int) -> tuple[sparse.csc_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """P (sparse), the data term H^T r / sigma^2, and per pair (x, x', count) for the perturbation."""
+    def _system(self, b: int, compact: bool = False) -> tuple[sparse.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
+        """P (sparse), the data term H^T r / sigma^2, the pairs' rows of H (as index arrays) and their counts.
+
+        ``compact``: only the pairs that occur in the data (the rest have the prior as posterior, independent of
+        them); returns their indices as the last element instead of the counts' index space being all pairs.
+        """
         c = self.config
         sig2 = c.noise_sd**2
         keys = np.array(list(self.pairs[b]), dtype=np.int64).reshape(-1, 2)
         vals = np.array(list(self.pairs[b].values())).reshape(-1, 2)
         x, xn, n, rs = keys[:, 0], keys[:, 1], vals[:, 0], vals[:, 1]
         inner = xn < self.dim  # H row = e_x - e_x' (the terminal pair has value 0: e_x only)
-        rows = np.concatenate([x, xn[inner], x[inner], xn[inner], np.arange(self.dim)])
-        cols = np.concatenate([x, xn[inner], xn[inner], x[inner], np.arange(self.dim)])
+        active = np.unique(np.concatenate([x, xn[inner]])) if compact else np.arange(self.dim)
+        x, xn = np.searchsorted(active, x), np.where(inner, np.searchsorted(active, np.minimum(xn, self.dim - 1)), -1)
+        dim = active.size
+        rows = np.concatenate([x, xn[inner], x[inner], xn[inner], np.arange(dim)])
+        cols = np.concatenate([x, xn[inner], xn[inner], x[inner], np.arange(dim)])
         data = np.concatenate(
-            [n / sig2, n[inner] / sig2, -n[inner] / sig2, -n[inner] / sig2, np.full(self.dim, 1 / c.prior_sd**2)]
+            [n / sig2, n[inner] / sig2, -n[inner] / sig2, -n[inner] / sig2, np.full(dim, 1 / c.prior_sd**2)]
         )
-        P = sparse.csc_matrix((data, (rows, cols)), shape=(self.dim, self.dim))  # duplicates are summed
-        h_r = np.bincount(x, rs, self.dim) - np.bincount(xn[inner], rs[inner], self.dim)
-        return P, h_r / sig2, x, xn, n
+        P = sparse.csc_matrix((data, (rows, cols)), shape=(dim, dim))  # duplicates are summed
+        h_r = np.bincount(x, rs, dim) - np.bincount(xn[inner], rs[inner], dim)
+        return P, h_r / sig2, (x, xn, inner, n), active
 
     def posterior(self, b: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and covariance of run ``b``'s Q table (flattened over (s, a)); dense, for small problems."""
         c = self.config
-        P, h_r, *_ = self._system(b)
+        P, h_r, _, _ = self._system(b)
         cov = np.linalg.inv(P.toarray())
         return cov @ (c.prior_mean / c.prior_sd**2 + h_r), cov
 
     def q_for_episode(self) -> np.ndarray:
-        """One exact posterior draw per run (perturb-then-solve)."""
+        """One exact posterior draw per run (perturb-then-solve on the pairs with data; prior draws elsewhere)."""
         c = self.config
-        Q = np.empty((self.B, self.S, self.A))
+        Q = c.prior_mean + c.prior_sd * self.rng.standard_normal((self.B, self.dim))
         for b in range(self.B):
             if not self.pairs[b]:
-                Q[b] = c.prior_mean + c.prior_sd * self.rng.standard_normal((self.S, self.A))
                 continue
-            P, h_r, x, xn, n = self._system(b)
+            P, h_r, (x, xn, inner, n), active = self._system(b, compact=True)
             e = np.sqrt(n) * self.rng.standard_normal(n.size) / c.noise_sd  # sum of n iid N(0, 1/sigma^2)
-            inner = xn < self.dim
-            h_e = np.bincount(x, e, self.dim) - np.bincount(xn[inner], e[inner], self.dim)
-            z = self.rng.standard_normal(self.dim)
+            h_e = np.bincount(x, e, active.size) - np.bincount(xn[inner], e[inner], active.size)
+            z = self.rng.standard_normal(active.size)
             rhs = c.prior_mean / c.prior_sd**2 + z / c.prior_sd + h_r + h_e
-            Q[b] = spsolve(P, rhs).reshape(self.S, self.A)
-        return Q
+            Q[b, active] = spsolve(P, rhs)
+        return Q.reshape(self.B, self.S, self.A)
 
 
 class EpsGreedyBatch(BatchAgent):
