@@ -33,7 +33,11 @@ from benchmarks.common import RESULTS_DIR, print_table, write_results
 
 RUNS_FILE = RESULTS_DIR / "bayesq_sweep_runs.json"
 # runs of the same protocol made by a second process (``python -m agents.bayesq sweep --out ...``), merged by report
-EXTRA_RUNS_FILES = (RESULTS_DIR / "bayesq_sweep_runs_large.json",)
+EXTRA_RUNS_FILES = (
+    RESULTS_DIR / "bayesq_sweep_runs_large.json",
+    RESULTS_DIR / "bayesq_sweep_runs_gptd.json",
+    RESULTS_DIR / "bayesq_sweep_runs_seeds5_9.json",
+)
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
 
@@ -145,17 +149,71 @@ def _calibrate(args: argparse.Namespace) -> None:
     write_results(f"bayesq_calibration_{args.sampler}", results)
 
 
+TABLE_SIZES = (10, 14, 20, 26, 30, 36, 40, 46, 50)
+
+
+def _markdown(summary: list[dict[str, Any]]) -> str:
+    """The docs' tables: per variant, median episode solved (share of seeds) per size, scores and regret."""
+    out = []
+    for env in sorted({s["env"] for s in summary}):
+        rows = [s for s in summary if s["env"] == env]
+        cells = rows[0].get("common_cells", "?")
+        out += [
+            f"**{env}** (common runs: {cells} (size, seed) pairs that every method made)",
+            "",
+            "| method | seeds | sizes run | bsuite score, all its runs | score, common runs | "
+            + " | ".join(f"N={n}" for n in TABLE_SIZES)
+            + " |",
+            "|---" * (5 + len(TABLE_SIZES)) + "|",
+        ]
+        regret = ["| method | " + " | ".join(f"regret N={n}" for n in TABLE_SIZES) + " | s/run (mean) |"]
+        regret.append("|---" * (2 + len(TABLE_SIZES)) + "|")
+        for s in rows:
+            sizes = sorted(int(n) for n in s["per_size"])
+            cols, reg = [], []
+            for n in TABLE_SIZES:
+                v = s["per_size"].get(str(n))
+                if v is None:
+                    cols.append("not run")
+                    reg.append("-")
+                    continue
+                solved = v["solved_share"] > 0.5  # the median run (both middle runs for an even count) solved
+                med = f"{v['median_solved_at']:.0f}" if solved else f">{v['episodes_cap']}"
+                cols.append(f"{med} ({v['solved_share']:.0%}, n={v['runs']})")
+                reg.append(f"{v['mean_total_regret']:.1f}")
+            out.append(
+                f"| {s['method']} | {s['seeds']} | {sizes[0]}-{sizes[-1]} ({len(sizes)}) | "
+                f"{s['bsuite_score_mean']:.2f} | {s['bsuite_score_common_sizes']:.2f} | " + " | ".join(cols) + " |"
+            )
+            regret.append(f"| {s['method']} | " + " | ".join(reg) + f" | {s['mean_seconds_per_run']:.1f} |")
+        out += ["", *regret, ""]
+    return "\n".join(out)
+
+
 def _report(args: argparse.Namespace) -> None:
     runs = json.loads(RUNS_FILE.read_text())["runs"]
     for extra in EXTRA_RUNS_FILES:
         if extra.exists():
             runs += json.loads(extra.read_text())["runs"]
+    unique: dict[tuple, dict[str, Any]] = {}
+    for row in runs:  # a (variant, method, size, seed) run kept once (the first file that has it)
+        unique.setdefault((row["env"], row["method"], row["size"], row["seed"]), row)
+    runs = list(unique.values())
     summary = _report_sweep(runs)
     _plot(summary, PLOT)
     if args.write:
         write_results(
-            "bayesq_sweep", {"protocol": {"from": str(RUNS_FILE.name), "runs": len(runs)}, "summary": summary}
+            "bayesq_sweep",
+            {
+                "protocol": {
+                    "from": [f.name for f in (RUNS_FILE, *EXTRA_RUNS_FILES) if f.exists()],
+                    "runs": len(runs),
+                },
+                "summary": summary,
+            },
         )
+    if args.markdown:
+        print(_markdown(summary))
     print(f"plot: {PLOT}")
 
 
@@ -189,6 +247,7 @@ def main() -> None:
     ca.set_defaults(func=_calibrate)
     rp = sub.add_parser("report")
     rp.add_argument("--write", action="store_true", help="also write bayesq_sweep.json from a partial sweep")
+    rp.add_argument("--markdown", action="store_true", help="print the docs' tables")
     rp.set_defaults(func=_report)
     args = parser.parse_args()
     import torch

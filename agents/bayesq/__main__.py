@@ -47,7 +47,7 @@ def _sweep(args: argparse.Namespace) -> dict[str, Any]:
     result = sweep_deep_sea(
         methods,
         parse_sizes(args.sizes),
-        list(range(args.seeds)),
+        list(range(args.seed_start, args.seed_start + args.seeds)),
         args.variants.split(","),
         cap=args.episodes,
         per_size=args.episodes_per_size,
@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="bsuite's size sweep for several methods; writes all runs and the scores")
     sweep.add_argument("--methods", default=",".join(METHODS))
     sweep.add_argument("--sizes", default="10:50:2", help="LO:HI:STEP (inclusive) or a comma list")
-    sweep.add_argument("--seeds", type=int, default=10, help="seeds 0 .. n-1")
+    sweep.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+    sweep.add_argument("--seed-start", type=int, default=0, help="first seed (seeds seed-start .. seed-start + n - 1)")
     sweep.add_argument("--variants", default="deepsea,deepsea-stochastic")
     sweep.add_argument("--episodes", type=int, default=10_000, help="episode cap per run (bsuite: 10000)")
     sweep.add_argument(

@@ -179,9 +179,14 @@ def sweep_deep_sea(
 
 def common_sizes(rows: list[dict[str, Any]], env: str) -> list[int]:
     """Sizes of ``env`` that every method in ``rows`` ran (so scores over them compare like with like)."""
+    return sorted({size for size, _ in common_cells(rows, env)})
+
+
+def common_cells(rows: list[dict[str, Any]], env: str) -> set[tuple[int, int]]:
+    """(size, seed) runs of ``env`` that every method in ``rows`` made."""
     mine = [r for r in rows if r["env"] == env]
-    per_method = [{r["size"] for r in mine if r["method"] == m} for m in {r["method"] for r in mine}]
-    return sorted(set.intersection(*per_method)) if per_method else []
+    per_method = [{(r["size"], r["seed"]) for r in mine if r["method"] == m} for m in {r["method"] for r in mine}]
+    return set.intersection(*per_method) if per_method else set()
 
 
 def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,12 +197,13 @@ def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for env, method in keys:
         mine = [r for r in rows if r["env"] == env and r["method"] == method]
         seeds = sorted({r["seed"] for r in mine})
-        shared = set(common_sizes(rows, env))
-        scores, scores_common = [], []
+        shared = common_cells(rows, env)
+        scores, solved_common = [], 0.0
         for seed in seeds:
             solved = {r["size"]: r["solved_at_episode"] for r in mine if r["seed"] == seed}
             scores.append(deep_sea_score(solved))
-            scores_common.append(deep_sea_score({n: e for n, e in solved.items() if n in shared}))
+            cells = {n: e for n, e in solved.items() if (n, seed) in shared}
+            solved_common += deep_sea_score(cells) * len(cells)
         per_size = {}
         for size in sorted({r["size"] for r in mine}):
             these = [r for r in mine if r["size"] == size]
@@ -224,8 +230,10 @@ def summarise_sweep(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(seeds),
                 "bsuite_score_mean": float(np.mean(scores)),
                 "bsuite_score_per_seed": scores,
-                "common_sizes": sorted(shared),
-                "bsuite_score_common_sizes": float(np.mean(scores_common)),
+                "common_sizes": sorted({n for n, _ in shared}),
+                "common_cells": len(shared),
+                # share of the (size, seed) runs every method made that were solved in time (bsuite's rule)
+                "bsuite_score_common_sizes": solved_common / len(shared) if shared else 0.0,
                 "per_size": per_size,
                 "mean_seconds_per_run": float(np.mean([r["seconds"] for r in mine])),
             }

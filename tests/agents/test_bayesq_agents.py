@@ -78,6 +78,13 @@ def test_sweep_resumes_from_its_file(tmp_path) -> None:
         parse_sizes("ten")
 
 
+def test_cli_sweep_seed_start_adds_later_seeds(tmp_path) -> None:
+    out = tmp_path / "sweep.json"
+    args = ["sweep", "--methods", "gptd", "--sizes", "4", "--variants", "deepsea", "--episodes", "3", "--out", str(out)]
+    assert main([*args, "--seeds", "2", "--seed-start", "3"]) == 0
+    assert sorted(r["seed"] for r in json.loads(out.read_text())["runs"]) == [3, 4]
+
+
 def test_cli_run_prints_the_issue_keys_and_writes_out(tmp_path, capsys) -> None:
     out = tmp_path / "run.json"
     code = main(
@@ -109,3 +116,104 @@ def test_cli_rejects_bad_input_with_one_line(capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --size") and "\n" not in err
     assert main(["sweep", "--methods", "nope", "--out", "x.json"]) == 2
+
+
+def _gptd_on_random_walks(episodes: int, seed: int = 0, noise_sd: float = 0.5):
+    """A GPTD agent fed random-action Deep Sea (N = 3) episodes, plus Engel's per-step H and r of run 0."""
+    from agents.bayesq.agents import GPTDBatch
+    from agents.bayesq.envs import DeepSea
+
+    N = 3
+    agent = GPTDBatch(
+        DeepSeaLayout(N), 1, AgentConfig(prior_mean=0.2, prior_sd=1.5, noise_sd=noise_sd), np.random.default_rng(5)
+    )
+    env, rng = DeepSea(N, seed=seed), np.random.default_rng(seed)
+    dim = N * N * 2
+    H, r = [], []
+    for _ in range(episodes):
+        s, done, xs, rs = env.reset(), False, [], []
+        while not done:
+            a = int(rng.integers(2))
+            s2, rew, done = env.step(a)
+            agent.observe(np.array([s]), np.array([a]), np.array([rew]), np.array([s2]))
+            xs.append(s * 2 + a)
+            rs.append(rew)
+            s = s2
+        for t, x in enumerate(xs):  # r_t = Q(x_t) - Q(x_{t+1}), Q(terminal) = 0
+            row = np.zeros(dim)
+            row[x] = 1.0
+            if t + 1 < len(xs):
+                row[xs[t + 1]] -= 1.0
+            H.append(row)
+            r.append(rs[t])
+    return agent, np.array(H), np.array(r)
+
+
+def test_gptd_posterior_matches_engels_kernel_form() -> None:
+    """Information form (aggregated pair counts, sparse precision) = Engel et al.'s GP formulas on the raw steps:
+    mean = mu0 + K H^T (H K H^T + sigma^2 I)^-1 (r - H mu0), cov = K - K H^T (H K H^T + sigma^2 I)^-1 H K."""
+    agent, H, r = _gptd_on_random_walks(12)
+    mu0, tau2, sig2 = 0.2, 1.5**2, 0.5**2
+    K = tau2 * np.eye(H.shape[1])
+    G = H @ K @ H.T + sig2 * np.eye(len(r))
+    mean = mu0 + K @ H.T @ np.linalg.solve(G, r - H @ np.full(H.shape[1], mu0))
+    cov = K - K @ H.T @ np.linalg.solve(G, H @ K)
+    got_mean, got_cov = agent.posterior(0)
+    np.testing.assert_allclose(got_mean, mean, atol=1e-9)
+    np.testing.assert_allclose(got_cov, cov, atol=1e-9)
+    assert len(r) == 12 * 3 and sum(v[0] for v in agent.pairs[0].values()) == len(r)
+
+
+def test_gptd_thompson_draws_have_the_posterior_moments() -> None:
+    agent, _, _ = _gptd_on_random_walks(6)
+    mean, cov = agent.posterior(0)
+    draws = np.array([agent.q_for_episode()[0].ravel() for _ in range(3000)])
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * np.sqrt(np.diag(cov).max() / 3000))
+    np.testing.assert_allclose(draws.var(0), np.diag(cov), rtol=0.15)
+
+
+def test_gptd_mean_concentrates_on_the_followed_policys_values() -> None:
+    """Always 'action 1' on a deterministic sea: the posterior mean of each visited pair tends to its return-to-go."""
+    from agents.bayesq.agents import GPTDBatch
+    from agents.bayesq.envs import DeepSea
+
+    N = 4
+    agent = GPTDBatch(DeepSeaLayout(N), 1, AgentConfig(noise_sd=0.1), np.random.default_rng(0))
+    env = DeepSea(N, seed=0)
+    for _ in range(200):
+        s, done, visited, rewards = env.reset(), False, [], []
+        while not done:
+            s2, rew, done = env.step(1)
+            agent.observe(np.array([s]), np.array([1]), np.array([rew]), np.array([s2]))
+            visited.append(s * 2 + 1)
+            rewards.append(rew)
+            s = s2
+    mean, cov = agent.posterior(0)
+    to_go = np.cumsum(rewards[::-1])[::-1]
+    np.testing.assert_allclose(mean[visited], to_go, atol=0.02)
+    assert np.sqrt(np.diag(cov)[visited]).max() < 0.05  # and is certain about them
+
+
+def test_common_score_uses_only_the_runs_every_method_made() -> None:
+    from agents.bayesq.experiment import summarise_sweep
+
+    def row(method: str, size: int, seed: int, solved: int | None) -> dict:
+        return {
+            "env": "deepsea",
+            "method": method,
+            "size": size,
+            "seed": seed,
+            "solved_at_episode": solved,
+            "episodes_to_first_treasure": solved,
+            "episodes": 100,
+            "total_regret": 0.0,
+            "treasure_episodes": 0,
+            "seconds": 1.0,
+        }
+
+    rows = [row("a", 10, 0, 5), row("a", 10, 1, None), row("a", 12, 0, 5), row("b", 10, 0, None), row("b", 10, 1, 7)]
+    by_method = {s["method"]: s for s in summarise_sweep(rows)}
+    assert by_method["a"]["common_cells"] == 2 and by_method["a"]["common_sizes"] == [10]
+    assert by_method["a"]["bsuite_score_common_sizes"] == 0.5  # (10, 0) solved, (10, 1) not; (12, 0) is a's alone
+    assert by_method["a"]["bsuite_score_mean"] == 0.5  # seed 0: 2/2, seed 1: 0/1
+    assert by_method["b"]["bsuite_score_common_sizes"] == 0.5
