@@ -163,6 +163,69 @@ def train_one(
     }
 
 
+def step_time(
+    encoder: str,
+    n_channels: int,
+    steps: int = 2,
+    warmup: int = 1,
+    batch_size: int = 32,
+    length: int = 160,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Seconds per training step (forward, backward, AdamW) of the audit model on random data, after ``warmup``."""
+    if steps < 1 or warmup < 0:
+        raise AuditError(f"--steps: need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
+    torch.manual_seed(seed)
+    model = ChannelTransformer(ChannelTransformerConfig(encoder=encoder, n_channels=n_channels))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    x = torch.randn(batch_size, length, n_channels)
+    y = torch.randint(0, model.config.n_bins, (batch_size, length))
+    times = []
+    for _ in range(warmup + steps):
+        started = time.perf_counter()
+        loss = next_step_nll(model(x), y) + model.aux_loss()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        times.append(time.perf_counter() - started)
+    hidden = model.encoder.encode(x)
+    return {
+        "encoder": encoder,
+        "n_channels": n_channels,
+        "tokens_per_series": int(hidden.shape[1]),
+        "sequences_per_batch": int(hidden.shape[0]),
+        "seconds_per_step": float(np.median(times[warmup:])),
+        "min_seconds_per_step": float(min(times[warmup:])),
+        "steps_timed": steps,
+    }
+
+
+def attention_mask_cost(
+    n_channels: int, length: int = 160, batch_size: int = 32, n_heads: int = 4, d_model: int = 64, repeats: int = 3
+) -> dict[str, float]:
+    """Forward + backward seconds of one attention call at ``cat``'s length T * C: its step-block mask vs causal."""
+    tokens = length * n_channels
+    shape = (batch_size, n_heads, tokens, d_model // n_heads)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    step_of = torch.arange(tokens) // n_channels
+    allowed = step_of.view(-1, 1) >= step_of.view(1, -1)  # True = may attend (SDPA's convention)
+    blocked = torch.zeros(tokens, tokens).masked_fill(~allowed, float("-inf"))  # what nn.MultiheadAttention passes
+
+    def timed(**kwargs: Any) -> float:
+        best = math.inf
+        for _ in range(repeats):
+            started = time.perf_counter()
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs).sum().backward()
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    return {
+        "tokens": tokens,
+        "block_mask_seconds": timed(attn_mask=blocked),
+        "causal_seconds": timed(is_causal=True),
+    }
+
+
 # ------------------------------------------------------------------------------------------------ baselines
 
 

@@ -13,11 +13,13 @@ from scipy import stats
 
 from evals.channel_audit import (
     AuditError,
+    attention_mask_cost,
     baseline_nlls,
     geometric_probe,
     main,
     merge_reports,
     paired_comparison,
+    step_time,
     summarise,
     train_one,
 )
@@ -115,3 +117,46 @@ def test_baselines_by_hand() -> None:
     assert out["marginal"] == pytest.approx(-np.mean([math.log(marginal[b]) for b in following]))
     assert out["markov"] == pytest.approx(-np.mean([math.log(1.0), math.log(0.5), math.log(1.0), math.log(0.5)]))
     assert out["uniform"] == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize(("encoder", "tokens", "sequences"), [("linear", 8, 2), ("cat", 24, 2), ("ci", 8, 6)])
+def test_step_time_reports_what_each_encoder_multiplies(encoder: str, tokens: int, sequences: int) -> None:
+    """cat multiplies the sequence length by C, ci the batch by C; the rest keep one token per step."""
+    row = step_time(encoder, 3, steps=1, warmup=0, batch_size=2, length=8)
+    assert (row["tokens_per_series"], row["sequences_per_batch"]) == (tokens, sequences)
+    assert row["seconds_per_step"] > 0
+    with pytest.raises(AuditError, match="--steps"):
+        step_time(encoder, 3, steps=0)
+
+
+def test_attention_mask_cost_times_both_masks_at_cats_length() -> None:
+    cost = attention_mask_cost(3, length=8, batch_size=2, repeats=1)
+    assert cost["tokens"] == 24 and cost["block_mask_seconds"] > 0 and cost["causal_seconds"] > 0
+
+
+def test_benchmark_plot_writes_a_png(tmp_path: Path) -> None:
+    from benchmarks.channel_audit import plot
+
+    out = tmp_path / "audit.json"
+    assert (
+        main(
+            [
+                "--encoders",
+                "linear",
+                "sum",
+                "--seeds",
+                "2",
+                "--epochs",
+                "2",
+                "--n-series",
+                "10",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    png = tmp_path / "nll.png"
+    plot([out], png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
