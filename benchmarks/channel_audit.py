@@ -87,7 +87,7 @@ def profile(channels: list[int], encoders: list[str], steps: int) -> dict[str, A
     for c in channels:
         for encoder in encoders:
             rows.append(step_time(encoder, c, steps=steps))
-            print(f"C={c} {encoder}: {rows[-1]['seconds_per_step']:.3f} s/step", file=sys.stderr, flush=True)
+            print(f"C={c} {encoder}: {rows[-1]['cpu_seconds_per_step']:.3f} CPU s/step", file=sys.stderr, flush=True)
     attention = [attention_mask_cost(c) for c in channels] if "cat" in encoders else []
     return {"rows": rows, "attention_at_cat_length": attention}
 
@@ -155,7 +155,7 @@ def main() -> int:
         torch.set_num_threads(1)
         result = profile(args.profile_channels, args.profile_encoders, args.profile_steps)
         path = write_results(args.profile_name, result)
-        print_table(result["rows"], list(result["rows"][0]), title="seconds per training step (one thread)")
+        print_table(result["rows"], list(result["rows"][0]), title="CPU seconds per training step (one thread)")
         print(f"wrote {path}")
         return 0
     if args.plot:

@@ -124,7 +124,7 @@ def train_one(
     train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
     best: dict[str, Any] = {"valid_nll": math.inf}
     history = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for epoch in tqdm(
         range(1, epochs + 1), desc=f"{config.encoder} C={config.n_channels} s={seed}", disable=not progress
     ):
@@ -148,7 +148,7 @@ def train_one(
                 best.update(test_nll=test["nll"], test_accuracy=test["accuracy"])
             if isinstance(model.encoder, LinearEncoder):
                 best["probe"] = geometric_probe(model, data.train_x.shape[1])
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         **best,
         "encoder": config.encoder,
@@ -159,6 +159,7 @@ def train_one(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "seconds": seconds,
         "seconds_per_step": seconds / total_steps,
+        "cpu_seconds_per_step": cpu_seconds / total_steps,
         "history": history,
     }
 
@@ -172,7 +173,11 @@ def step_time(
     length: int = 160,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Seconds per training step (forward, backward, AdamW) of the audit model on random data, after ``warmup``."""
+    """CPU seconds per training step (forward, backward, AdamW) of the audit model on random data, after ``warmup``.
+
+    CPU time of this process (``time.process_time``), not wall time: on a shared machine wall time mostly measures
+    the other jobs. Run it with one torch thread.
+    """
     if steps < 1 or warmup < 0:
         raise AuditError(f"--steps: need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
     torch.manual_seed(seed)
@@ -182,20 +187,20 @@ def step_time(
     y = torch.randint(0, model.config.n_bins, (batch_size, length))
     times = []
     for _ in range(warmup + steps):
-        started = time.perf_counter()
+        started = time.process_time()
         loss = next_step_nll(model(x), y) + model.aux_loss()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        times.append(time.perf_counter() - started)
+        times.append(time.process_time() - started)
     hidden = model.encoder.encode(x)
     return {
         "encoder": encoder,
         "n_channels": n_channels,
         "tokens_per_series": int(hidden.shape[1]),
         "sequences_per_batch": int(hidden.shape[0]),
-        "seconds_per_step": float(np.median(times[warmup:])),
-        "min_seconds_per_step": float(min(times[warmup:])),
+        "cpu_seconds_per_step": float(np.median(times[warmup:])),
+        "min_cpu_seconds_per_step": float(min(times[warmup:])),
         "steps_timed": steps,
     }
 
@@ -203,7 +208,7 @@ def step_time(
 def attention_mask_cost(
     n_channels: int, length: int = 160, batch_size: int = 32, n_heads: int = 4, d_model: int = 64, repeats: int = 3
 ) -> dict[str, float]:
-    """Forward + backward seconds of one attention call at ``cat``'s length T * C: its step-block mask vs causal."""
+    """Forward + backward CPU seconds of one attention call at ``cat``'s length T * C: its step-block mask vs causal."""
     tokens = length * n_channels
     shape = (batch_size, n_heads, tokens, d_model // n_heads)
     q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
@@ -214,15 +219,15 @@ def attention_mask_cost(
     def timed(**kwargs: Any) -> float:
         best = math.inf
         for _ in range(repeats):
-            started = time.perf_counter()
+            started = time.process_time()
             torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs).sum().backward()
-            best = min(best, time.perf_counter() - started)
+            best = min(best, time.process_time() - started)
         return best
 
     return {
         "tokens": tokens,
-        "block_mask_seconds": timed(attn_mask=blocked),
-        "causal_seconds": timed(is_causal=True),
+        "block_mask_cpu_seconds": timed(attn_mask=blocked),
+        "causal_cpu_seconds": timed(is_causal=True),
     }
 
 
