@@ -350,6 +350,37 @@ def summarise(runs: list[dict[str, Any]], metric: str, reference: str, n_bins: i
     return rows
 
 
+def gap_by_epoch(runs: list[dict[str, Any]], reference: str = "linear") -> list[dict[str, Any]]:
+    """Per (C, encoder, steps): mean over paired seeds of the validation-NLL gap to ``reference`` at every evaluation.
+
+    Shows whether a gap is still opening or closing when a short run ends (runs of one length only are paired).
+    """
+    groups: dict[tuple[int, int], dict[str, dict[int, list[tuple[int, float]]]]] = {}
+    for r in runs:
+        curve = [(h["epoch"], h["valid_nll"]) for h in r.get("history", [])]
+        groups.setdefault((r["n_channels"], r.get("steps", 0)), {}).setdefault(r["encoder"], {})[r["seed"]] = curve
+    rows = []
+    for (channels, steps), by_encoder in sorted(groups.items()):
+        ref = by_encoder.get(reference, {})
+        for encoder, per_seed in sorted(by_encoder.items()):
+            shared = [s for s in sorted(set(per_seed) & set(ref)) if per_seed[s] and len(per_seed[s]) == len(ref[s])]
+            if encoder == reference or not shared:
+                continue
+            gaps = np.array([[v - w for (_, v), (_, w) in zip(per_seed[s], ref[s], strict=True)] for s in shared])
+            rows.append(
+                {
+                    "C": channels,
+                    "steps": steps,
+                    "encoder": encoder,
+                    "vs": reference,
+                    "seeds": shared,
+                    "epochs": [e for e, _ in per_seed[shared[0]]],
+                    "mean_gap": [float(g) for g in gaps.mean(0)],
+                }
+            )
+    return rows
+
+
 def format_table(rows: list[dict[str, Any]], anchor: dict[tuple[str, int], dict[str, float]], benchmark: str) -> str:
     """A fixed-width text table: NLL mean +- std, anchor, paired difference to the reference and its p-values."""
 
@@ -507,6 +538,7 @@ def merge_reports(paths: Sequence[Path], reference: str = "linear", metric: str 
         "metric": metric,
         "files": [str(p) for p in paths],
         "table": summarise(runs, metric, reference, 32),
+        "gap_by_epoch": gap_by_epoch(runs, reference),
         "sources": [
             {k: r.get(k) for k in ("command", "environment", "protocol", "baselines", "partial") if k in r}
             for r in reports
@@ -555,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(format_table(merged["table"], ANCHOR, merged["benchmark"]))
+        for row in merged["gap_by_epoch"]:
+            gaps = " ".join(f"{g:+.3f}" for g in row["mean_gap"])
+            print(f"C={row['C']} {row['encoder']} - {row['vs']} by epoch ({len(row['seeds'])} seeds): {gaps}")
         if args.out:
             merged["command"] = " ".join(["python -m evals.channel_audit", *given])
             merged["environment"] = environment()

@@ -15,6 +15,7 @@ from evals.channel_audit import (
     AuditError,
     attention_mask_cost,
     baseline_nlls,
+    gap_by_epoch,
     geometric_probe,
     main,
     merge_reports,
@@ -160,3 +161,21 @@ def test_benchmark_plot_writes_a_png(tmp_path: Path) -> None:
     png = tmp_path / "nll.png"
     plot([out], png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_gap_by_epoch_pairs_seeds_and_runs_of_one_length() -> None:
+    def run(encoder: str, seed: int, curve: list[float], steps: int = 30) -> dict:
+        history = [{"epoch": i + 1, "valid_nll": v} for i, v in enumerate(curve)]
+        return {"encoder": encoder, "seed": seed, "n_channels": 4, "steps": steps, "history": history}
+
+    runs = [
+        run("linear", 0, [3.0, 2.0]),
+        run("linear", 1, [3.2, 2.2]),
+        run("ci", 0, [2.9, 2.3]),
+        run("ci", 1, [3.1, 2.5]),
+        run("ci", 2, [9.0, 9.0]),  # no linear partner: left out
+        run("sum", 0, [3.0, 2.0, 1.0], steps=45),  # another run length: not paired with the 30-step linear
+    ]
+    (row,) = gap_by_epoch(runs)
+    assert (row["encoder"], row["seeds"], row["epochs"]) == ("ci", [0, 1], [1, 2])
+    np.testing.assert_allclose(row["mean_gap"], [-0.1, 0.3])
