@@ -81,12 +81,12 @@ ORDER = ["linear-ppe", "linear", "linear-ortho", "concat", "mlp", "cat", "ci", "
 COLORS = dict(zip(ORDER, [f"C{i}" for i in range(len(ORDER))], strict=True))
 
 
-def profile(channels: list[int], encoders: list[str], steps: int) -> dict[str, Any]:
-    """Seconds per training step per (C, encoder), and the attention-mask cost at cat's sequence length."""
+def profile(channels: list[int], encoders: list[str], steps: int, dropout: float = 0.1) -> dict[str, Any]:
+    """CPU seconds per training step per (C, encoder), and the attention-mask cost at cat's sequence length."""
     rows = []
     for c in channels:
         for encoder in encoders:
-            rows.append(step_time(encoder, c, steps=steps))
+            rows.append(step_time(encoder, c, steps=steps, dropout=dropout))
             print(f"C={c} {encoder}: {rows[-1]['cpu_seconds_per_step']:.3f} CPU s/step", file=sys.stderr, flush=True)
     attention = [attention_mask_cost(c) for c in channels] if "cat" in encoders else []
     return {"rows": rows, "attention_at_cat_length": attention}
@@ -147,13 +147,14 @@ def main() -> int:
     parser.add_argument("--profile-channels", nargs="+", type=int, default=[4, 8])
     parser.add_argument("--profile-encoders", nargs="+", default=ALL)
     parser.add_argument("--profile-steps", type=int, default=2)
+    parser.add_argument("--profile-dropout", type=float, default=0.1, help="0.1 = the audit model")
     parser.add_argument("--profile-name", default="channel_audit_step_time", help="results/<name>.json")
     parser.add_argument("--plot", nargs="+", type=Path, help="result JSON files to plot")
     parser.add_argument("--plot-out", type=Path, default=PLOT)
     args = parser.parse_args()
     if args.profile:
         torch.set_num_threads(1)
-        result = profile(args.profile_channels, args.profile_encoders, args.profile_steps)
+        result = profile(args.profile_channels, args.profile_encoders, args.profile_steps, args.profile_dropout)
         path = write_results(args.profile_name, result)
         print_table(result["rows"], list(result["rows"][0]), title="CPU seconds per training step (one thread)")
         print(f"wrote {path}")
