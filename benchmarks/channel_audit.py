@@ -81,14 +81,33 @@ ORDER = ["linear-ppe", "linear", "linear-ortho", "concat", "mlp", "cat", "ci", "
 COLORS = dict(zip(ORDER, [f"C{i}" for i in range(len(ORDER))], strict=True))
 
 
-def profile(channels: list[int], encoders: list[str], steps: int, dropout: float = 0.1) -> dict[str, Any]:
-    """CPU seconds per training step per (C, encoder), and the attention-mask cost at cat's sequence length."""
+def attention_gb(encoder: str, channels: int, batch: int = 32, length: int = 160, heads: int = 4) -> float:
+    """Rough GB of attention weights a CPU training step keeps (weights, dropout mask, gradient; three layers)."""
+    tokens = length * channels if encoder == "cat" else length
+    sequences = batch * channels if encoder == "ci" else batch
+    return 3 * 3 * sequences * heads * tokens * tokens * 4 / 1e9
+
+
+def profile(
+    channels: list[int], encoders: list[str], steps: int, dropout: float = 0.1, max_gb: float = 4.0
+) -> dict[str, Any]:
+    """CPU seconds per training step per (C, encoder), and the attention-mask cost at cat's sequence length.
+
+    A (C, encoder) whose attention would need more than ``max_gb`` is skipped (a row says so): ``cat`` at C = 8
+    was killed by the kernel's OOM killer at 9.8 GB on the 24 GB machine this ran on.
+    """
     rows = []
     for c in channels:
         for encoder in encoders:
+            need = attention_gb(encoder, c)
+            if need > max_gb:
+                rows.append({"encoder": encoder, "n_channels": c, "skipped": f"attention needs ~{need:.1f} GB"})
+                continue
             rows.append(step_time(encoder, c, steps=steps, dropout=dropout))
             print(f"C={c} {encoder}: {rows[-1]['cpu_seconds_per_step']:.3f} CPU s/step", file=sys.stderr, flush=True)
-    attention = [attention_mask_cost(c) for c in channels] if "cat" in encoders else []
+    attention = (
+        [attention_mask_cost(c) for c in channels if attention_gb("cat", c) <= max_gb] if "cat" in encoders else []
+    )
     return {"rows": rows, "attention_at_cat_length": attention}
 
 
@@ -148,13 +167,16 @@ def main() -> int:
     parser.add_argument("--profile-encoders", nargs="+", default=ALL)
     parser.add_argument("--profile-steps", type=int, default=2)
     parser.add_argument("--profile-dropout", type=float, default=0.1, help="0.1 = the audit model")
+    parser.add_argument("--profile-max-gb", type=float, default=4.0, help="skip runs whose attention needs more")
     parser.add_argument("--profile-name", default="channel_audit_step_time", help="results/<name>.json")
     parser.add_argument("--plot", nargs="+", type=Path, help="result JSON files to plot")
     parser.add_argument("--plot-out", type=Path, default=PLOT)
     args = parser.parse_args()
     if args.profile:
         torch.set_num_threads(1)
-        result = profile(args.profile_channels, args.profile_encoders, args.profile_steps, args.profile_dropout)
+        result = profile(
+            args.profile_channels, args.profile_encoders, args.profile_steps, args.profile_dropout, args.profile_max_gb
+        )
         path = write_results(args.profile_name, result)
         print_table(result["rows"], list(result["rows"][0]), title="CPU seconds per training step (one thread)")
         print(f"wrote {path}")

@@ -179,3 +179,12 @@ def test_gap_by_epoch_pairs_seeds_and_runs_of_one_length() -> None:
     (row,) = gap_by_epoch(runs)
     assert (row["encoder"], row["seeds"], row["epochs"]) == ("ci", [0, 1], [1, 2])
     np.testing.assert_allclose(row["mean_gap"], [-0.1, 0.3])
+
+
+def test_profile_skips_what_would_not_fit_in_memory() -> None:
+    from benchmarks.channel_audit import attention_gb, profile
+
+    assert attention_gb("cat", 8) > 4.0 > attention_gb("cat", 4) > attention_gb("linear", 4)
+    result = profile([8], ["cat"], steps=1)
+    assert result["rows"] == [{"encoder": "cat", "n_channels": 8, "skipped": "attention needs ~7.5 GB"}]
+    assert result["attention_at_cat_length"] == []
