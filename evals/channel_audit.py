@@ -88,10 +88,11 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 def evaluate_nll(model: ChannelTransformer, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict[str, float]:
     """Mean next-step NLL (nats) and accuracy of the most likely bin over every position of every series."""
     model.eval()
+    device = next(model.parameters()).device
     total, correct, count = 0.0, 0, 0
     for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[start : start + batch_size])
-        yb = torch.from_numpy(y[start : start + batch_size])
+        xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+        yb = torch.from_numpy(y[start : start + batch_size]).to(device)
         logits = model(xb)
         total += float(next_step_nll(logits, yb, reduction="sum"))
         correct += int((logits[:, :-1].argmax(-1) == yb[:, 1:]).sum())
@@ -110,18 +111,22 @@ def train_one(
     clip: float = 1.0,
     eval_every: int = 1,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Train one model (AdamW, clip 1.0, cosine to 1 % of lr) and keep the epoch with the best validation NLL."""
+    """Train one model (AdamW, clip 1.0, cosine to 1 % of lr) and keep the epoch with the best validation NLL.
+
+    ``device``: where the model and batches live ("cpu", or e.g. "cuda" for the full budget).
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = ChannelTransformer(config)
+    model = ChannelTransformer(config).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(data.train_x) / batch_size)
     total_steps = max(1, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    train_x, train_y = torch.from_numpy(data.train_x).to(device), torch.from_numpy(data.train_y).to(device)
     best: dict[str, Any] = {"valid_nll": math.inf}
     history = []
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -130,6 +135,7 @@ def train_one(
     ):
         model.train()
         for index in _batches(len(train_x), batch_size, generator):
+            index = index.to(device)
             logits = model(train_x[index])
             loss = next_step_nll(logits, train_y[index]) + model.aux_loss()
             optimiser.zero_grad(set_to_none=True)
@@ -444,6 +450,7 @@ def run_audit(
     progress: bool = True,
     partial: Path | None = None,
     partial_meta: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train every (C, encoder, seed), summarise with paired tests; ``partial`` gets the runs so far."""
     unknown = [e for e in encoders if e not in ENCODERS]
@@ -464,7 +471,7 @@ def run_audit(
                 config = ChannelTransformerConfig(
                     encoder=encoder, n_channels=data.n_channels, d_model=d_model, n_heads=n_heads
                 )
-                result = train_one(data, config, seed, epochs, eval_every=eval_every, progress=False)
+                result = train_one(data, config, seed, epochs, eval_every=eval_every, progress=False, device=device)
                 runs.append(result)
                 logger.info(
                     "%s C=%d seed=%d: valid NLL %.4f (epoch %d, %.3f s/step)",
@@ -497,6 +504,7 @@ def run_audit(
             "seeds": list(seeds),
             "epochs": epochs,
             "eval_every": eval_every,
+            "device": device,
             "bins_fit": bins_fit,
             "split": split if benchmark == "etth1" else None,
             "model": asdict(ChannelTransformerConfig(n_channels=0))
@@ -568,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--data", type=Path, help=f"ETTh1 csv (default {DEFAULT_ETTH1})")
     run.add_argument("--reference", default="linear", help="encoder the paired tests compare against")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    run.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1, ...)")
     run.add_argument("--out", type=Path, help="JSON report path (default channel_audit_<benchmark>.json)")
     add_verbosity_args(run)
     report_parser = sub.add_parser("report", help="merge result JSON files (same benchmark) and print the table")
@@ -615,6 +624,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in payload.items() if k != "environment"}, indent=1))
         return 0
     torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        print(f"error: --device {args.device!r}: {exc}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {args.device!r}: no CUDA device is available here", file=sys.stderr)
+        return 2
     out = args.out or Path(f"channel_audit_{args.benchmark}.json")
     started = time.time()
     provenance = environment(("torch", "numpy", "scipy"))  # at the start: the commit that trained the models
@@ -633,6 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every,
             progress=not args.quiet,
             partial=out.with_suffix(".partial.json"),
+            device=args.device,
             partial_meta={"command": " ".join(["python -m evals.channel_audit", *given]), "environment": provenance},
         )
     except (AuditError, DataError, EncoderConfigError) as exc:

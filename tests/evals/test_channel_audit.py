@@ -95,6 +95,7 @@ def test_cli_end_to_end_and_report(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {"commit", "packages", "machine"} <= set(report["environment"])
     assert len(report["runs"]) == 4 and report["uniform_nll"] == pytest.approx(math.log(32))
     assert report["protocol"]["data"]["4"]["bins_fit"] == "train"
+    assert report["protocol"]["device"] == "cpu"
     printed = capsys.readouterr().out
     assert "uniform" in printed and "sum" in printed
     merged = merge_reports([out, out])
@@ -188,3 +189,9 @@ def test_profile_skips_what_would_not_fit_in_memory() -> None:
     result = profile([8], ["cat"], steps=1)
     assert result["rows"] == [{"encoder": "cat", "n_channels": 8, "skipped": "attention needs ~7.5 GB"}]
     assert result["attention_at_cat_length"] == []
+
+
+def test_cli_bad_device_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--encoders", "linear", "--device", "nodevice", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device 'nodevice'") and "\n" not in err
