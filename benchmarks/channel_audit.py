@@ -162,6 +162,7 @@ def main() -> int:
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     parser.add_argument("--part", help="one of the preset's parts (see --list)")
     parser.add_argument("--list", action="store_true", help="print the parts of every preset")
+    parser.add_argument("--device", default="cpu", help="torch device for the preset runs (e.g. cuda)")
     parser.add_argument("--profile", action="store_true", help="time a training step of every encoder")
     parser.add_argument("--profile-channels", nargs="+", type=int, default=[4, 8])
     parser.add_argument("--profile-encoders", nargs="+", default=ALL)
@@ -197,6 +198,7 @@ def main() -> int:
     plan = dict(PRESETS[args.preset][args.part])
     plan["seeds"] = list(range(plan["seeds"]))
     plan.setdefault("channels", [7])
+    plan["device"] = args.device
     report = run_audit(**plan)
     path = write_results(f"channel_audit_{args.preset}_{args.part}", report)
     columns = ["C", "encoder", "seeds", "mean", "std", "mean_diff", "t_p", "wilcoxon_p", "d_z"]
