@@ -88,10 +88,11 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 def evaluate_nll(model: ChannelTransformer, x: np.ndarray, y: np.ndarray, batch_size: int = 64) -> dict[str, float]:
     """Mean next-step NLL (nats) and accuracy of the most likely bin over every position of every series."""
     model.eval()
+    device = next(model.parameters()).device
     total, correct, count = 0.0, 0, 0
     for start in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[start : start + batch_size])
-        yb = torch.from_numpy(y[start : start + batch_size])
+        xb = torch.from_numpy(x[start : start + batch_size]).to(device)
+        yb = torch.from_numpy(y[start : start + batch_size]).to(device)
         logits = model(xb)
         total += float(next_step_nll(logits, yb, reduction="sum"))
         correct += int((logits[:, :-1].argmax(-1) == yb[:, 1:]).sum())
@@ -110,26 +111,31 @@ def train_one(
     clip: float = 1.0,
     eval_every: int = 1,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Train one model (AdamW, clip 1.0, cosine to 1 % of lr) and keep the epoch with the best validation NLL."""
+    """Train one model (AdamW, clip 1.0, cosine to 1 % of lr) and keep the epoch with the best validation NLL.
+
+    ``device``: where the model and batches live ("cpu", or e.g. "cuda" for the full budget).
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = ChannelTransformer(config)
+    model = ChannelTransformer(config).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(data.train_x) / batch_size)
     total_steps = max(1, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    train_x, train_y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    train_x, train_y = torch.from_numpy(data.train_x).to(device), torch.from_numpy(data.train_y).to(device)
     best: dict[str, Any] = {"valid_nll": math.inf}
     history = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for epoch in tqdm(
         range(1, epochs + 1), desc=f"{config.encoder} C={config.n_channels} s={seed}", disable=not progress
     ):
         model.train()
         for index in _batches(len(train_x), batch_size, generator):
+            index = index.to(device)
             logits = model(train_x[index])
             loss = next_step_nll(logits, train_y[index]) + model.aux_loss()
             optimiser.zero_grad(set_to_none=True)
@@ -148,7 +154,7 @@ def train_one(
                 best.update(test_nll=test["nll"], test_accuracy=test["accuracy"])
             if isinstance(model.encoder, LinearEncoder):
                 best["probe"] = geometric_probe(model, data.train_x.shape[1])
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return {
         **best,
         "encoder": config.encoder,
@@ -159,7 +165,78 @@ def train_one(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "seconds": seconds,
         "seconds_per_step": seconds / total_steps,
+        "cpu_seconds_per_step": cpu_seconds / total_steps,
         "history": history,
+    }
+
+
+def step_time(
+    encoder: str,
+    n_channels: int,
+    steps: int = 2,
+    warmup: int = 1,
+    batch_size: int = 32,
+    length: int = 160,
+    seed: int = 0,
+    dropout: float = 0.1,
+) -> dict[str, Any]:
+    """CPU seconds per training step (forward, backward, AdamW) of the audit model on random data, after ``warmup``.
+
+    CPU time of this process (``time.process_time``), not wall time: on a shared machine wall time mostly measures
+    the other jobs. Run it with one torch thread. ``dropout`` 0.1 is the audit model; 0 shows what PyTorch's CPU
+    attention pays for dropout on the attention weights (it then falls back to the unfused path).
+    """
+    if steps < 1 or warmup < 0:
+        raise AuditError(f"--steps: need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
+    torch.manual_seed(seed)
+    model = ChannelTransformer(ChannelTransformerConfig(encoder=encoder, n_channels=n_channels, dropout=dropout))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    x = torch.randn(batch_size, length, n_channels)
+    y = torch.randint(0, model.config.n_bins, (batch_size, length))
+    times = []
+    for _ in range(warmup + steps):
+        started = time.process_time()
+        loss = next_step_nll(model(x), y) + model.aux_loss()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        times.append(time.process_time() - started)
+    hidden = model.encoder.encode(x)
+    return {
+        "encoder": encoder,
+        "n_channels": n_channels,
+        "tokens_per_series": int(hidden.shape[1]),
+        "sequences_per_batch": int(hidden.shape[0]),
+        "cpu_seconds_per_step": float(np.median(times[warmup:])),
+        "min_cpu_seconds_per_step": float(min(times[warmup:])),
+        "steps_timed": steps,
+        "dropout": dropout,
+    }
+
+
+def attention_mask_cost(
+    n_channels: int, length: int = 160, batch_size: int = 32, n_heads: int = 4, d_model: int = 64, repeats: int = 3
+) -> dict[str, float]:
+    """Forward + backward CPU seconds of one attention call at ``cat``'s length T * C: its step-block mask vs causal."""
+    tokens = length * n_channels
+    shape = (batch_size, n_heads, tokens, d_model // n_heads)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    step_of = torch.arange(tokens) // n_channels
+    allowed = step_of.view(-1, 1) >= step_of.view(1, -1)  # True = may attend (SDPA's convention)
+    blocked = torch.zeros(tokens, tokens).masked_fill(~allowed, float("-inf"))  # what nn.MultiheadAttention passes
+
+    def timed(**kwargs: Any) -> float:
+        best = math.inf
+        for _ in range(repeats):
+            started = time.process_time()
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs).sum().backward()
+            best = min(best, time.process_time() - started)
+        return best
+
+    return {
+        "tokens": tokens,
+        "block_mask_cpu_seconds": timed(attn_mask=blocked),
+        "causal_cpu_seconds": timed(is_causal=True),
     }
 
 
@@ -282,6 +359,37 @@ def summarise(runs: list[dict[str, Any]], metric: str, reference: str, n_bins: i
     return rows
 
 
+def gap_by_epoch(runs: list[dict[str, Any]], reference: str = "linear") -> list[dict[str, Any]]:
+    """Per (C, encoder, steps): mean over paired seeds of the validation-NLL gap to ``reference`` at every evaluation.
+
+    Shows whether a gap is still opening or closing when a short run ends (runs of one length only are paired).
+    """
+    groups: dict[tuple[int, int], dict[str, dict[int, list[tuple[int, float]]]]] = {}
+    for r in runs:
+        curve = [(h["epoch"], h["valid_nll"]) for h in r.get("history", [])]
+        groups.setdefault((r["n_channels"], r.get("steps", 0)), {}).setdefault(r["encoder"], {})[r["seed"]] = curve
+    rows = []
+    for (channels, steps), by_encoder in sorted(groups.items()):
+        ref = by_encoder.get(reference, {})
+        for encoder, per_seed in sorted(by_encoder.items()):
+            shared = [s for s in sorted(set(per_seed) & set(ref)) if per_seed[s] and len(per_seed[s]) == len(ref[s])]
+            if encoder == reference or not shared:
+                continue
+            gaps = np.array([[v - w for (_, v), (_, w) in zip(per_seed[s], ref[s], strict=True)] for s in shared])
+            rows.append(
+                {
+                    "C": channels,
+                    "steps": steps,
+                    "encoder": encoder,
+                    "vs": reference,
+                    "seeds": shared,
+                    "epochs": [e for e, _ in per_seed[shared[0]]],
+                    "mean_gap": [float(g) for g in gaps.mean(0)],
+                }
+            )
+    return rows
+
+
 def format_table(rows: list[dict[str, Any]], anchor: dict[tuple[str, int], dict[str, float]], benchmark: str) -> str:
     """A fixed-width text table: NLL mean +- std, anchor, paired difference to the reference and its p-values."""
 
@@ -342,6 +450,7 @@ def run_audit(
     progress: bool = True,
     partial: Path | None = None,
     partial_meta: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train every (C, encoder, seed), summarise with paired tests; ``partial`` gets the runs so far."""
     unknown = [e for e in encoders if e not in ENCODERS]
@@ -362,7 +471,7 @@ def run_audit(
                 config = ChannelTransformerConfig(
                     encoder=encoder, n_channels=data.n_channels, d_model=d_model, n_heads=n_heads
                 )
-                result = train_one(data, config, seed, epochs, eval_every=eval_every, progress=False)
+                result = train_one(data, config, seed, epochs, eval_every=eval_every, progress=False, device=device)
                 runs.append(result)
                 logger.info(
                     "%s C=%d seed=%d: valid NLL %.4f (epoch %d, %.3f s/step)",
@@ -395,6 +504,7 @@ def run_audit(
             "seeds": list(seeds),
             "epochs": epochs,
             "eval_every": eval_every,
+            "device": device,
             "bins_fit": bins_fit,
             "split": split if benchmark == "etth1" else None,
             "model": asdict(ChannelTransformerConfig(n_channels=0))
@@ -439,6 +549,7 @@ def merge_reports(paths: Sequence[Path], reference: str = "linear", metric: str 
         "metric": metric,
         "files": [str(p) for p in paths],
         "table": summarise(runs, metric, reference, 32),
+        "gap_by_epoch": gap_by_epoch(runs, reference),
         "sources": [
             {k: r.get(k) for k in ("command", "environment", "protocol", "baselines", "partial") if k in r}
             for r in reports
@@ -465,6 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--data", type=Path, help=f"ETTh1 csv (default {DEFAULT_ETTH1})")
     run.add_argument("--reference", default="linear", help="encoder the paired tests compare against")
     run.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    run.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1, ...)")
     run.add_argument("--out", type=Path, help="JSON report path (default channel_audit_<benchmark>.json)")
     add_verbosity_args(run)
     report_parser = sub.add_parser("report", help="merge result JSON files (same benchmark) and print the table")
@@ -487,6 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(format_table(merged["table"], ANCHOR, merged["benchmark"]))
+        for row in merged["gap_by_epoch"]:
+            gaps = " ".join(f"{g:+.3f}" for g in row["mean_gap"])
+            print(f"C={row['C']} {row['encoder']} - {row['vs']} by epoch ({len(row['seeds'])} seeds): {gaps}")
         if args.out:
             merged["command"] = " ".join(["python -m evals.channel_audit", *given])
             merged["environment"] = environment()
@@ -509,6 +624,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in payload.items() if k != "environment"}, indent=1))
         return 0
     torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        print(f"error: --device {args.device!r}: {exc}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {args.device!r}: no CUDA device is available here", file=sys.stderr)
+        return 2
     out = args.out or Path(f"channel_audit_{args.benchmark}.json")
     started = time.time()
     provenance = environment(("torch", "numpy", "scipy"))  # at the start: the commit that trained the models
@@ -527,6 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_every=args.eval_every,
             progress=not args.quiet,
             partial=out.with_suffix(".partial.json"),
+            device=args.device,
             partial_meta={"command": " ".join(["python -m evals.channel_audit", *given]), "environment": provenance},
         )
     except (AuditError, DataError, EncoderConfigError) as exc:

@@ -13,11 +13,14 @@ from scipy import stats
 
 from evals.channel_audit import (
     AuditError,
+    attention_mask_cost,
     baseline_nlls,
+    gap_by_epoch,
     geometric_probe,
     main,
     merge_reports,
     paired_comparison,
+    step_time,
     summarise,
     train_one,
 )
@@ -92,6 +95,7 @@ def test_cli_end_to_end_and_report(tmp_path: Path, capsys: pytest.CaptureFixture
     assert {"commit", "packages", "machine"} <= set(report["environment"])
     assert len(report["runs"]) == 4 and report["uniform_nll"] == pytest.approx(math.log(32))
     assert report["protocol"]["data"]["4"]["bins_fit"] == "train"
+    assert report["protocol"]["device"] == "cpu"
     printed = capsys.readouterr().out
     assert "uniform" in printed and "sum" in printed
     merged = merge_reports([out, out])
@@ -115,3 +119,79 @@ def test_baselines_by_hand() -> None:
     assert out["marginal"] == pytest.approx(-np.mean([math.log(marginal[b]) for b in following]))
     assert out["markov"] == pytest.approx(-np.mean([math.log(1.0), math.log(0.5), math.log(1.0), math.log(0.5)]))
     assert out["uniform"] == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize(("encoder", "tokens", "sequences"), [("linear", 8, 2), ("cat", 24, 2), ("ci", 8, 6)])
+def test_step_time_reports_what_each_encoder_multiplies(encoder: str, tokens: int, sequences: int) -> None:
+    """cat multiplies the sequence length by C, ci the batch by C; the rest keep one token per step."""
+    row = step_time(encoder, 3, steps=1, warmup=0, batch_size=2, length=8)
+    assert (row["tokens_per_series"], row["sequences_per_batch"]) == (tokens, sequences)
+    assert row["cpu_seconds_per_step"] > 0
+    with pytest.raises(AuditError, match="--steps"):
+        step_time(encoder, 3, steps=0)
+
+
+def test_attention_mask_cost_times_both_masks_at_cats_length() -> None:
+    cost = attention_mask_cost(3, length=8, batch_size=2, repeats=1)
+    assert cost["tokens"] == 24 and cost["block_mask_cpu_seconds"] > 0 and cost["causal_cpu_seconds"] >= 0
+
+
+def test_benchmark_plot_writes_a_png(tmp_path: Path) -> None:
+    from benchmarks.channel_audit import plot
+
+    out = tmp_path / "audit.json"
+    assert (
+        main(
+            [
+                "--encoders",
+                "linear",
+                "sum",
+                "--seeds",
+                "2",
+                "--epochs",
+                "2",
+                "--n-series",
+                "10",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    png = tmp_path / "nll.png"
+    plot([out], png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_gap_by_epoch_pairs_seeds_and_runs_of_one_length() -> None:
+    def run(encoder: str, seed: int, curve: list[float], steps: int = 30) -> dict:
+        history = [{"epoch": i + 1, "valid_nll": v} for i, v in enumerate(curve)]
+        return {"encoder": encoder, "seed": seed, "n_channels": 4, "steps": steps, "history": history}
+
+    runs = [
+        run("linear", 0, [3.0, 2.0]),
+        run("linear", 1, [3.2, 2.2]),
+        run("ci", 0, [2.9, 2.3]),
+        run("ci", 1, [3.1, 2.5]),
+        run("ci", 2, [9.0, 9.0]),  # no linear partner: left out
+        run("sum", 0, [3.0, 2.0, 1.0], steps=45),  # another run length: not paired with the 30-step linear
+    ]
+    (row,) = gap_by_epoch(runs)
+    assert (row["encoder"], row["seeds"], row["epochs"]) == ("ci", [0, 1], [1, 2])
+    np.testing.assert_allclose(row["mean_gap"], [-0.1, 0.3])
+
+
+def test_profile_skips_what_would_not_fit_in_memory() -> None:
+    from benchmarks.channel_audit import attention_gb, profile
+
+    assert attention_gb("cat", 8) > 4.0 > attention_gb("cat", 4) > attention_gb("linear", 4)
+    result = profile([8], ["cat"], steps=1)
+    assert result["rows"] == [{"encoder": "cat", "n_channels": 8, "skipped": "attention needs ~7.5 GB"}]
+    assert result["attention_at_cat_length"] == []
+
+
+def test_cli_bad_device_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--encoders", "linear", "--device", "nodevice", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --device 'nodevice'") and "\n" not in err
