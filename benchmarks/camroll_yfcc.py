@@ -27,7 +27,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="YFCC folder (website or release layout)")
     parser.add_argument("--users", nargs="+", help="user numbers (default: all)")
-    parser.add_argument("--answerer", default=None, help="query (the session's default), planner, llm, endpoint, endpoint-query")
+    parser.add_argument("--answerer", default=None, help="query (default), planner, llm, endpoint, endpoint-query")
     parser.add_argument("--model", help="llm: model spec; endpoint: http(s) URL")
     parser.add_argument("--judge", help="opt-in LLM judge: a model spec or URL")
     parser.add_argument("--systems", nargs="+", default=["hierarchical", "flat_rag", "long_context"])

@@ -144,7 +144,9 @@ def add_verbs(sub: Any) -> None:
         add_verbosity_args(parser)
 
     def answering(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--answerer", default=DEFAULT_ANSWERER, help=f"default {DEFAULT_ANSWERER}; planner, llm, endpoint, endpoint-query")
+        parser.add_argument(
+            "--answerer", default=DEFAULT_ANSWERER, help=f"default {DEFAULT_ANSWERER}; planner, llm, endpoint"
+        )
         parser.add_argument("--model", help="llm: model spec (default packaged SmolLM2); endpoint: http(s) URL")
 
     convert = sub.add_parser("convert", help="write the users as a camroll roll (photos.jsonl, qa.jsonl, captions/)")
