@@ -201,6 +201,22 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def _rss_now_gb() -> float:
+    """Current resident memory of this process, in GiB (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * resource.getpagesize() / 2**30
+
+
+def _set_faiss_threads(threads: int) -> None:
+    """faiss's OpenMP thread count (builds may use more threads than the queries, which are timed on one)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+
+
 def scale(args: argparse.Namespace) -> None:
     """Synthetic catalogue x S copies: faiss IVF over all vectors; HNSW and Chroma on the sizes given."""
     rng = np.random.default_rng(args.seed)
@@ -234,34 +250,50 @@ def scale(args: argparse.Namespace) -> None:
             tmp = tempfile.TemporaryDirectory(prefix="dinosaur_scale_chroma_")
             store = VectorStore(Path(tmp.name))
             options["collection"] = "dinosaur_scale"
+            options["batch_size"] = args.chroma_batch
         if backend == "faiss-ivf":
             options["train_size"] = args.ivf_train
-        logger.info("building %s on %d vectors", backend, size)
+        if backend == "faiss-hnsw":
+            options.update(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction)
+        logger.info("building %s on %d vectors (%d build threads)", backend, size, args.build_threads)
+        _set_faiss_threads(args.build_threads)
+        rss_before = _rss_now_gb()
         index = build_index(backend, subset, subset_ids, store=store, **options)
-        timing = measure_queries(index, queries, k)
+        rss_growth = _rss_now_gb() - rss_before
+        _set_faiss_threads(args.query_threads)
         reference = ExactIndex(subset, subset_ids).search(queries[: args.recall_queries], k)[1]
-        found = index.search(queries[: args.recall_queries], k)[1]
-        row = {
-            "backend": backend,
-            "vectors": size,
-            "build_s": index.stats.build_seconds,
-            "index_GB": index.stats.memory_bytes / 1e9,
-            "qps": timing["qps"],
-            "ms/query": timing["ms_per_query"],
-            "recall_vs_exact": recall_against(reference, found),
-            "peak_rss_GiB": _rss_gb(),
-            "params": index.stats.params,
-        }
-        if size < len(vectors) and backend == "faiss-hnsw":
-            row["build_s_extrapolated_to_all"] = index.stats.build_seconds * len(vectors) / size
-        rows.append(row)
-        logger.info("%s", row)
+        # HNSW: QPS and recall at each efSearch (at least k, since HNSW returns at most efSearch results)
+        settings = [max(ef, k) for ef in _ints(args.hnsw_ef_search)] if backend == "faiss-hnsw" else [None]
+        for ef in settings:
+            if ef is not None:
+                index.ef_search = ef
+            timing = measure_queries(index, queries, k)
+            found = index.search(queries[: args.recall_queries], k)[1]
+            row = {
+                "backend": backend,
+                "vectors": size,
+                "build_s": index.stats.build_seconds,
+                "build_vectors_per_s": size / index.stats.build_seconds,
+                "index_GB": index.stats.memory_bytes / 1e9,
+                "rss_growth_GiB": rss_growth,
+                "qps": timing["qps"],
+                "ms/query": timing["ms_per_query"],
+                "recall_vs_exact": recall_against(reference, found),
+                "peak_rss_GiB": _rss_gb(),
+                "params": {**index.stats.params, **({"efSearch": ef} if ef is not None else {})},
+                "build_threads": args.build_threads,
+                "query_threads": args.query_threads,
+            }
+            if size < len(vectors) and backend == "faiss-hnsw":
+                row["build_s_extrapolated_to_all"] = index.stats.build_seconds * len(vectors) / size
+            rows.append(row)
+            logger.info("%s", row)
         del index
         if store is not None:
             store.close()
         if tmp is not None:
             tmp.cleanup()
-    columns = ["backend", "vectors", "build_s", "index_GB", "qps", "ms/query", "recall_vs_exact", "peak_rss_GiB"]
+    columns = ["backend", "vectors", "build_s", "index_GB", "rss_growth_GiB", "qps", "ms/query", "recall_vs_exact"]
     print_table(rows, columns, title=f"{n} items x S={s} = {len(vectors)} vectors, {dim}-d, k = S x {args.k}")
     payload = {
         "items": n,
@@ -271,7 +303,7 @@ def scale(args: argparse.Namespace) -> None:
         "queries": args.queries,
         "k_fetched": k,
         "recall_queries": args.recall_queries,
-        "threads": "OMP_NUM_THREADS as set in the environment",
+        "threads": {"build": args.build_threads, "query": args.query_threads},
         "rows": rows,
         "note": "synthetic vectors: measures index cost, not retrieval quality",
     }
@@ -434,6 +466,12 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--hnsw-vectors", type=int, default=500_000)
     sc.add_argument("--chroma-vectors", type=int, default=50_000)
     sc.add_argument("--ivf-train", type=int, default=100_000)
+    sc.add_argument("--hnsw-m", type=int, default=32)
+    sc.add_argument("--hnsw-ef-construction", type=int, default=40)
+    sc.add_argument("--hnsw-ef-search", default="128", help="comma-separated efSearch values (each at least S x K)")
+    sc.add_argument("--chroma-batch", type=int, default=5000, help="vectors per upsert (Chroma caps it at its max)")
+    sc.add_argument("--build-threads", type=int, default=1, help="faiss OpenMP threads while building")
+    sc.add_argument("--query-threads", type=int, default=1, help="faiss OpenMP threads while querying")
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--name", default="dinosaur_scale")
     pl = verbs.add_parser("plot", help="coverage-recall PNG from quality result files")

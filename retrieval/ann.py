@@ -221,7 +221,13 @@ class FaissHNSWIndex:
     """faiss IndexHNSWFlat (L2) over MIPS-augmented unit vectors; results re-scored by exact inner product."""
 
     def __init__(
-        self, vectors: Any, ids: Any = None, m: int = 32, ef_construction: int = 40, ef_search: int = 128
+        self,
+        vectors: Any,
+        ids: Any = None,
+        m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 128,
+        add_batch: int = 250_000,
     ) -> None:
         import faiss
 
@@ -232,7 +238,17 @@ class FaissHNSWIndex:
         index = faiss.IndexHNSWFlat(augmented.shape[1], m)
         index.hnsw.efConstruction = ef_construction
         index.hnsw.efSearch = ef_search
-        index.add(augmented)
+        for start in range(0, len(augmented), add_batch):  # in batches, so that a long build reports its rate
+            index.add(augmented[start : start + add_batch])
+            if len(augmented) > add_batch:
+                elapsed = time.perf_counter() - tick
+                logger.info(
+                    "HNSW: %d / %d vectors added, %.0f s, %.0f vectors/s",
+                    index.ntotal,
+                    len(augmented),
+                    elapsed,
+                    index.ntotal / elapsed,
+                )
         self.index = index
         self.ef_search = ef_search
         self.stats = IndexStats(
@@ -240,7 +256,7 @@ class FaissHNSWIndex:
             len(self.vectors),
             self.vectors.shape[1],
             time.perf_counter() - tick,
-            _faiss_bytes(index) + self.ids.nbytes,
+            _hnsw_bytes(index) + self.ids.nbytes,
             {"M": m, "efConstruction": ef_construction, "efSearch": ef_search},
         )
 
@@ -297,11 +313,15 @@ class ChromaIndex:
         return _rescore(queries, self.vectors, self.ids, positions)
 
 
-def _faiss_bytes(index: Any) -> int:
-    """Size of the serialised faiss index (the vectors, lists and graph it holds)."""
-    import faiss
+def _hnsw_bytes(index: Any) -> int:
+    """Bytes a faiss IndexHNSWFlat holds: its vectors plus the graph (neighbour lists, offsets, levels).
 
-    return int(faiss.serialize_index(index).nbytes)
+    Counted from the arrays' sizes; serialising the index to measure it would copy it once more.
+    """
+    graph = index.hnsw
+    return int(
+        index.ntotal * index.d * 4 + graph.neighbors.size() * 4 + graph.offsets.size() * 8 + graph.levels.size() * 4
+    )
 
 
 def _directory_bytes(path: Any) -> int:
