@@ -253,9 +253,11 @@ def _scale_backend(
     owners: np.ndarray,
     queries: np.ndarray,
     k: int,
-) -> list[dict[str, Any]]:
-    """Build one back end on the first ``size`` vectors (staged: measured at the checkpoints, within the budget)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]],
+    save: Any,
+) -> None:
+    """Build one back end on the first ``size`` vectors (staged: measured at the checkpoints, within the budget);
+    each measurement is appended to ``rows`` and ``save()`` writes the result file so far."""
     subset, subset_ids = vectors[:size], owners[:size]
     tmp = None
     options: dict[str, Any] = {}
@@ -307,6 +309,7 @@ def _scale_backend(
                 row["index_GB"] = (hnsw_bytes(index.index) + 8 * built) / 1e9
             rows.append(row)
             logger.info("%s", row)
+            save()
         measured.add(built)
         _set_faiss_threads(args.build_threads)
 
@@ -344,7 +347,7 @@ def _scale_backend(
         store.close()
     if tmp is not None:
         tmp.cleanup()
-    return rows
+    save()
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -368,17 +371,28 @@ def scale(args: argparse.Namespace) -> None:
     k = args.k * s  # DINOSAUR fetches S * K neighbours per query
     sizes = {"faiss-ivf": len(vectors), "faiss-hnsw": min(args.hnsw_vectors, len(vectors))}
     sizes["chroma"] = min(args.chroma_vectors, len(vectors))
+
+    def save() -> None:
+        write_results(args.name, _scale_payload(args, len(vectors), k, rows))
+
     for backend in args.backends.split(","):
-        rows.extend(_scale_backend(args, backend, sizes[backend], vectors, owners, queries, k))
+        _scale_backend(args, backend, sizes[backend], vectors, owners, queries, k, rows, save)
     columns = ["backend", "vectors", "build_s", "index_GB", "rss_growth_GiB", "qps", "ms/query", "recall_vs_exact"]
     for row in rows:
         row.setdefault("index_GB", float("nan"))
     print_table(rows, columns, title=f"{n} items x S={s} = {len(vectors)} vectors, {dim}-d, k = S x {args.k}")
-    payload = {
+    save()
+    print(f"wrote {RESULTS_DIR / args.name}.json")
+
+
+def _scale_payload(args: argparse.Namespace, n_vectors: int, k: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scale result file's content."""
+    n, dim, s = args.items, args.dim, args.samples
+    return {
         "items": n,
         "samples": s,
         "dim": dim,
-        "n_vectors": len(vectors),
+        "n_vectors": n_vectors,
         "queries": args.queries,
         "k_fetched": k,
         "recall_queries": args.recall_queries,
@@ -386,8 +400,6 @@ def scale(args: argparse.Namespace) -> None:
         "rows": rows,
         "note": "synthetic vectors: measures index cost, not retrieval quality",
     }
-    path = write_results(args.name, payload)
-    print(f"wrote {path}")
 
 
 def plot(args: argparse.Namespace) -> None:
