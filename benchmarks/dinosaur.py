@@ -87,6 +87,83 @@ def _options(text: str) -> dict[str, Any]:
     return options
 
 
+def _write_quality(
+    args: argparse.Namespace, per_seed: list[dict[str, Any]], train_results: list[dict[str, Any]], show: bool
+) -> None:
+    """Aggregate the seeds done so far and write the result file (and print the tables when ``show``)."""
+    summary = _summarise(per_seed)
+    ks, samples = _ints(args.k), _ints(args.samples)
+    rows = []
+    for s in samples:
+        entry = summary[f"S={s}"]
+        for k in ks:
+            rows.append(
+                {
+                    "S": s,
+                    "K": k,
+                    "K/items": entry[f"k_over_catalogue@{k}"]["mean"],
+                    "recall": entry[f"recall@{k}"]["mean"],
+                    "d_recall": entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"],
+                    "ndcg": entry[f"ndcg@{k}"]["mean"],
+                    "coverage": entry[f"coverage@{k}"]["mean"],
+                    "cov_sd": entry[f"coverage@{k}"]["std"],
+                    "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
+                    "q0_incl": entry[f"inclusion_q0@{k}"]["mean"],
+                    "tail_users": entry[f"tail_users@{k}"]["mean"],
+                    "ms/query": entry["index"]["ms_per_query"]["mean"],
+                }
+            )
+    columns = list(rows[0])
+    if show:
+        print_table(rows, columns, title=f"DINOSAUR on {args.dataset} ({args.index}, {args.variance} variance)")
+    if show and "baselines" in summary:
+        base_rows = []
+        for name in ("epsilon_greedy", "popularity_debiased"):
+            for k in ks:
+                entry = summary["baselines"][name][f"K={k}"]
+                base_rows.append(
+                    {
+                        "baseline": name,
+                        "K": k,
+                        "recall": entry[f"recall@{k}"]["mean"],
+                        "coverage": entry[f"coverage@{k}"]["mean"],
+                        "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
+                        "tail_users": entry[f"tail_users@{k}"]["mean"],
+                    }
+                )
+        print_table(
+            base_rows,
+            list(base_rows[0]),
+            title=f"baselines at the coverage of {per_seed[0]['baselines']['matched_to']}",
+        )
+    payload = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "model": {"name": "ials", "dim": args.dim, "iterations": args.iterations, "alpha": args.alpha, "reg": args.reg},
+        "dinosaur": {
+            "index": args.index,
+            "variance": args.variance,
+            "c": args.c,
+            "p": args.p,
+            "adaptive": args.adaptive,
+            "samples": samples,
+            "ks": ks,
+            "max_users": args.max_users,
+            "index_options": _options(args.index_options),
+        },
+        "seeds": [run["seed"] for run in per_seed],
+        "seeds_requested": _ints(args.seeds),
+        "anchor": ANCHOR,
+        "train": train_results,
+        "summary": summary,
+        "per_seed": per_seed,
+        "table": rows,
+    }
+    path = write_results(f"dinosaur_{args.name}", payload)
+    if show:
+        print(f"wrote {path}")
+
+
 def quality(args: argparse.Namespace) -> None:
     """Train iALS per seed, evaluate DINOSAUR and the baselines, aggregate over seeds."""
     per_seed = []
@@ -150,78 +227,12 @@ def quality(args: argparse.Namespace) -> None:
         result["seed"] = seed
         result["meta"] = {"n_items": len(data.counts), "n_users_evaluated": len(data.users)}
         per_seed.append(result)
+        _write_quality(args, per_seed, train_results, show=False)  # what is done so far survives a stop
         logger.info("seed %d done in %.0f s", seed, result["seconds"])
     if store is not None:
         store.close()
         tmp.cleanup()
-    summary = _summarise(per_seed)
-    ks, samples = _ints(args.k), _ints(args.samples)
-    rows = []
-    for s in samples:
-        entry = summary[f"S={s}"]
-        for k in ks:
-            rows.append(
-                {
-                    "S": s,
-                    "K": k,
-                    "K/items": entry[f"k_over_catalogue@{k}"]["mean"],
-                    "recall": entry[f"recall@{k}"]["mean"],
-                    "d_recall": entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"],
-                    "ndcg": entry[f"ndcg@{k}"]["mean"],
-                    "coverage": entry[f"coverage@{k}"]["mean"],
-                    "cov_sd": entry[f"coverage@{k}"]["std"],
-                    "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
-                    "q0_incl": entry[f"inclusion_q0@{k}"]["mean"],
-                    "tail_users": entry[f"tail_users@{k}"]["mean"],
-                    "ms/query": entry["index"]["ms_per_query"]["mean"],
-                }
-            )
-    columns = list(rows[0])
-    print_table(rows, columns, title=f"DINOSAUR on {args.dataset} ({args.index}, {args.variance} variance)")
-    if "baselines" in summary:
-        base_rows = []
-        for name in ("epsilon_greedy", "popularity_debiased"):
-            for k in ks:
-                entry = summary["baselines"][name][f"K={k}"]
-                base_rows.append(
-                    {
-                        "baseline": name,
-                        "K": k,
-                        "recall": entry[f"recall@{k}"]["mean"],
-                        "coverage": entry[f"coverage@{k}"]["mean"],
-                        "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
-                        "tail_users": entry[f"tail_users@{k}"]["mean"],
-                    }
-                )
-        print_table(
-            base_rows,
-            list(base_rows[0]),
-            title=f"baselines at the coverage of {per_seed[0]['baselines']['matched_to']}",
-        )
-    payload = {
-        "dataset": args.dataset,
-        "split": args.split,
-        "model": {"name": "ials", "dim": args.dim, "iterations": args.iterations, "alpha": args.alpha, "reg": args.reg},
-        "dinosaur": {
-            "index": args.index,
-            "variance": args.variance,
-            "c": args.c,
-            "p": args.p,
-            "adaptive": args.adaptive,
-            "samples": samples,
-            "ks": ks,
-            "max_users": args.max_users,
-            "index_options": _options(args.index_options),
-        },
-        "seeds": _ints(args.seeds),
-        "anchor": ANCHOR,
-        "train": train_results,
-        "summary": summary,
-        "per_seed": per_seed,
-        "table": rows,
-    }
-    path = write_results(f"dinosaur_{args.name}", payload)
-    print(f"wrote {path}")
+    _write_quality(args, per_seed, train_results, show=True)
 
 
 def _rss_gb() -> float:
