@@ -37,7 +37,7 @@ from recsys.dinosaur import (
 )
 from recsys.evaluate import load_checkpoint
 from recsys.train import train_from_args
-from retrieval.ann import ExactIndex, build_index, measure_queries, recall_against
+from retrieval.ann import ExactIndex, build_index, hnsw_bytes, measure_queries, recall_against
 
 logger = logging.getLogger("benchmarks.dinosaur")
 
@@ -71,12 +71,111 @@ def _summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _options(text: str) -> dict[str, Any]:
+    """``key=value,key=value`` back-end options (int or float values, else strings)."""
+    options: dict[str, Any] = {}
+    for pair in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = pair.partition("=")
+        for kind in (int, float):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = value
+    return options
+
+
+def _write_quality(
+    args: argparse.Namespace, per_seed: list[dict[str, Any]], train_results: list[dict[str, Any]], show: bool
+) -> None:
+    """Aggregate the seeds done so far and write the result file (and print the tables when ``show``)."""
+    summary = _summarise(per_seed)
+    ks, samples = _ints(args.k), _ints(args.samples)
+    rows = []
+    for s in samples:
+        entry = summary[f"S={s}"]
+        for k in ks:
+            rows.append(
+                {
+                    "S": s,
+                    "K": k,
+                    "K/items": entry[f"k_over_catalogue@{k}"]["mean"],
+                    "recall": entry[f"recall@{k}"]["mean"],
+                    "d_recall": entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"],
+                    "ndcg": entry[f"ndcg@{k}"]["mean"],
+                    "coverage": entry[f"coverage@{k}"]["mean"],
+                    "cov_sd": entry[f"coverage@{k}"]["std"],
+                    "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
+                    "q0_incl": entry[f"inclusion_q0@{k}"]["mean"],
+                    "tail_users": entry[f"tail_users@{k}"]["mean"],
+                    "ms/query": entry["index"]["ms_per_query"]["mean"],
+                }
+            )
+    columns = list(rows[0])
+    if show:
+        print_table(rows, columns, title=f"DINOSAUR on {args.dataset} ({args.index}, {args.variance} variance)")
+    if show and "baselines" in summary:
+        base_rows = []
+        for name in ("epsilon_greedy", "popularity_debiased"):
+            for k in ks:
+                entry = summary["baselines"][name][f"K={k}"]
+                base_rows.append(
+                    {
+                        "baseline": name,
+                        "K": k,
+                        "recall": entry[f"recall@{k}"]["mean"],
+                        "coverage": entry[f"coverage@{k}"]["mean"],
+                        "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
+                        "tail_users": entry[f"tail_users@{k}"]["mean"],
+                    }
+                )
+        print_table(
+            base_rows,
+            list(base_rows[0]),
+            title=f"baselines at the coverage of {per_seed[0]['baselines']['matched_to']}",
+        )
+    payload = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "model": {"name": "ials", "dim": args.dim, "iterations": args.iterations, "alpha": args.alpha, "reg": args.reg},
+        "dinosaur": {
+            "index": args.index,
+            "variance": args.variance,
+            "c": args.c,
+            "p": args.p,
+            "adaptive": args.adaptive,
+            "samples": samples,
+            "ks": ks,
+            "max_users": args.max_users,
+            "index_options": _options(args.index_options),
+        },
+        "seeds": [run["seed"] for run in per_seed],
+        "seeds_requested": _ints(args.seeds),
+        "anchor": ANCHOR,
+        "train": train_results,
+        "summary": summary,
+        "per_seed": per_seed,
+        "table": rows,
+    }
+    path = write_results(f"dinosaur_{args.name}", payload)
+    if show:
+        print(f"wrote {path}")
+
+
 def quality(args: argparse.Namespace) -> None:
     """Train iALS per seed, evaluate DINOSAUR and the baselines, aggregate over seeds."""
     per_seed = []
     train_results = []
+    store, tmp = None, None
+    if args.index == "chroma":  # one temporary store; each S gets (and then drops) its own collection
+        from retrieval.store import VectorStore
+
+        tmp = tempfile.TemporaryDirectory(prefix="dinosaur_quality_chroma_")
+        store = VectorStore(Path(tmp.name))
     for seed in _ints(args.seeds):
-        out = Path(args.runs) / f"{args.name}_ials_s{seed}"
+        out = Path(args.runs) / f"{args.model_name or args.name}_ials_s{seed}"
         if not (out / "run.json").is_file() or args.retrain:
             tick = time.perf_counter()
             result = train_from_args(
@@ -116,6 +215,8 @@ def quality(args: argparse.Namespace) -> None:
             _ints(args.k),
             sigma,
             backend=args.index,
+            index_options=_options(args.index_options),
+            store=store,
             seed=seed,
             adaptive=args.adaptive,
             baselines=not args.no_baselines,
@@ -126,79 +227,138 @@ def quality(args: argparse.Namespace) -> None:
         result["seed"] = seed
         result["meta"] = {"n_items": len(data.counts), "n_users_evaluated": len(data.users)}
         per_seed.append(result)
+        _write_quality(args, per_seed, train_results, show=False)  # what is done so far survives a stop
         logger.info("seed %d done in %.0f s", seed, result["seconds"])
-    summary = _summarise(per_seed)
-    ks, samples = _ints(args.k), _ints(args.samples)
-    rows = []
-    for s in samples:
-        entry = summary[f"S={s}"]
-        for k in ks:
-            rows.append(
-                {
-                    "S": s,
-                    "K": k,
-                    "K/items": entry[f"k_over_catalogue@{k}"]["mean"],
-                    "recall": entry[f"recall@{k}"]["mean"],
-                    "d_recall": entry[f"recall@{k}"]["mean"] - summary["S=1"][f"recall@{k}"]["mean"],
-                    "ndcg": entry[f"ndcg@{k}"]["mean"],
-                    "coverage": entry[f"coverage@{k}"]["mean"],
-                    "cov_sd": entry[f"coverage@{k}"]["std"],
-                    "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
-                    "q0_incl": entry[f"inclusion_q0@{k}"]["mean"],
-                    "tail_users": entry[f"tail_users@{k}"]["mean"],
-                    "ms/query": entry["index"]["ms_per_query"]["mean"],
-                }
-            )
-    columns = list(rows[0])
-    print_table(rows, columns, title=f"DINOSAUR on {args.dataset} ({args.index}, {args.variance} variance)")
-    if "baselines" in summary:
-        base_rows = []
-        for name in ("epsilon_greedy", "popularity_debiased"):
-            for k in ks:
-                entry = summary["baselines"][name][f"K={k}"]
-                base_rows.append(
-                    {
-                        "baseline": name,
-                        "K": k,
-                        "recall": entry[f"recall@{k}"]["mean"],
-                        "coverage": entry[f"coverage@{k}"]["mean"],
-                        "q0_cov": entry[f"coverage_q0@{k}"]["mean"],
-                        "tail_users": entry[f"tail_users@{k}"]["mean"],
-                    }
-                )
-        print_table(
-            base_rows,
-            list(base_rows[0]),
-            title=f"baselines at the coverage of {per_seed[0]['baselines']['matched_to']}",
-        )
-    payload = {
-        "dataset": args.dataset,
-        "split": args.split,
-        "model": {"name": "ials", "dim": args.dim, "iterations": args.iterations, "alpha": args.alpha, "reg": args.reg},
-        "dinosaur": {
-            "index": args.index,
-            "variance": args.variance,
-            "c": args.c,
-            "p": args.p,
-            "adaptive": args.adaptive,
-            "samples": samples,
-            "ks": ks,
-            "max_users": args.max_users,
-        },
-        "seeds": _ints(args.seeds),
-        "anchor": ANCHOR,
-        "train": train_results,
-        "summary": summary,
-        "per_seed": per_seed,
-        "table": rows,
-    }
-    path = write_results(f"dinosaur_{args.name}", payload)
-    print(f"wrote {path}")
+    if store is not None:
+        store.close()
+        tmp.cleanup()
+    _write_quality(args, per_seed, train_results, show=True)
 
 
 def _rss_gb() -> float:
     """Peak resident memory of this process so far, in GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _rss_now_gb() -> float:
+    """Current resident memory of this process, in GiB (Linux /proc; 0 elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * resource.getpagesize() / 2**30
+
+
+def _set_faiss_threads(threads: int) -> None:
+    """faiss's OpenMP thread count (builds may use more threads than the queries, which are timed on one)."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+
+
+def _scale_backend(
+    args: argparse.Namespace,
+    backend: str,
+    size: int,
+    vectors: np.ndarray,
+    owners: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    rows: list[dict[str, Any]],
+    save: Any,
+) -> None:
+    """Build one back end on the first ``size`` vectors (staged: measured at the checkpoints, within the budget);
+    each measurement is appended to ``rows`` and ``save()`` writes the result file so far."""
+    subset, subset_ids = vectors[:size], owners[:size]
+    tmp = None
+    options: dict[str, Any] = {}
+    store = None
+    if backend == "chroma":
+        from retrieval.store import VectorStore
+
+        tmp = tempfile.TemporaryDirectory(prefix="dinosaur_scale_chroma_")
+        store = VectorStore(Path(tmp.name))
+        options["collection"] = "dinosaur_scale"
+        options["batch_size"] = args.chroma_batch
+    if backend == "faiss-ivf":
+        options["train_size"] = args.ivf_train
+    if backend == "faiss-hnsw":
+        options.update(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction)
+    logger.info("building %s on %d vectors (%d build threads)", backend, size, args.build_threads)
+    measured: set[int] = set()
+    clock = {"start": time.perf_counter(), "outside": 0.0}
+
+    def measure(index: Any, built: int, build_seconds: float, backend: str = backend) -> None:
+        """QPS and recall vs exact of the ``built`` vectors indexed so far (HNSW: at each efSearch)."""
+        _set_faiss_threads(args.query_threads)
+        reference = ExactIndex(vectors[:built], owners[:built]).search(queries[: args.recall_queries], k)[1]
+        # HNSW returns at most efSearch results, so efSearch is at least k
+        settings = [max(ef, k) for ef in _ints(args.hnsw_ef_search)] if backend == "faiss-hnsw" else [None]
+        for ef in settings:
+            if ef is not None:
+                index.ef_search = ef
+            timing = measure_queries(index, queries, k)
+            found = index.search(queries[: args.recall_queries], k)[1]
+            params = dict(index.stats.params) if hasattr(index, "stats") else {}
+            if backend == "faiss-hnsw":
+                params = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction, "efSearch": ef}
+            row = {
+                "backend": backend,
+                "vectors": built,
+                "build_s": build_seconds,
+                "build_vectors_per_s": built / build_seconds,
+                "rss_growth_GiB": _rss_now_gb() - rss_before,
+                "qps": timing["qps"],
+                "ms/query": timing["ms_per_query"],
+                "recall_vs_exact": recall_against(reference, found),
+                "peak_rss_GiB": _rss_gb(),
+                "params": params,
+                "build_threads": args.build_threads,
+                "query_threads": args.query_threads,
+            }
+            if backend == "faiss-hnsw":
+                row["index_GB"] = (hnsw_bytes(index.index) + 8 * built) / 1e9
+            rows.append(row)
+            logger.info("%s", row)
+            save()
+        measured.add(built)
+        _set_faiss_threads(args.build_threads)
+
+    def on_batch(index: Any) -> bool:
+        """Measure at the checkpoints; stop adding once the build budget is spent."""
+        built = int(index.index.ntotal) if hasattr(index, "index") else int(index.n_added)
+        build_seconds = time.perf_counter() - clock["start"] - clock["outside"]
+        mark = time.perf_counter()
+        if built in checkpoints:
+            measure(index, built, build_seconds)
+        clock["outside"] += time.perf_counter() - mark
+        if args.build_budget_s and build_seconds > args.build_budget_s and built < size:
+            logger.warning("%s: build budget of %.0f s spent at %d of %d vectors", backend, build_seconds, built, size)
+            return False
+        return True
+
+    checkpoints = set(_ints(args.checkpoints))
+    if backend in ("faiss-hnsw", "chroma"):
+        options.update(on_batch=on_batch, add_batch=args.add_batch)
+    _set_faiss_threads(args.build_threads)
+    rss_before = _rss_now_gb()
+    clock["start"] = time.perf_counter()
+    index = build_index(backend, subset, subset_ids, store=store, **options)
+    built = index.stats.n_vectors
+    if built not in measured:
+        measure(index, built, index.stats.build_seconds)
+    for row in rows:
+        if row["backend"] == backend and row["vectors"] == built:
+            row["index_GB"] = index.stats.memory_bytes / 1e9
+            row["final"] = True
+            if built < len(vectors):
+                row["build_s_extrapolated_to_all_linear"] = index.stats.build_seconds * len(vectors) / built
+    del index
+    if store is not None:
+        store.close()
+    if tmp is not None:
+        tmp.cleanup()
+    save()
 
 
 def scale(args: argparse.Namespace) -> None:
@@ -222,61 +382,35 @@ def scale(args: argparse.Namespace) -> None:
     k = args.k * s  # DINOSAUR fetches S * K neighbours per query
     sizes = {"faiss-ivf": len(vectors), "faiss-hnsw": min(args.hnsw_vectors, len(vectors))}
     sizes["chroma"] = min(args.chroma_vectors, len(vectors))
-    for backend in args.backends.split(","):
-        size = sizes[backend]
-        subset, subset_ids = vectors[:size], owners[:size]
-        tmp = None
-        options: dict[str, Any] = {}
-        store = None
-        if backend == "chroma":
-            from retrieval.store import VectorStore
 
-            tmp = tempfile.TemporaryDirectory(prefix="dinosaur_scale_chroma_")
-            store = VectorStore(Path(tmp.name))
-            options["collection"] = "dinosaur_scale"
-        if backend == "faiss-ivf":
-            options["train_size"] = args.ivf_train
-        logger.info("building %s on %d vectors", backend, size)
-        index = build_index(backend, subset, subset_ids, store=store, **options)
-        timing = measure_queries(index, queries, k)
-        reference = ExactIndex(subset, subset_ids).search(queries[: args.recall_queries], k)[1]
-        found = index.search(queries[: args.recall_queries], k)[1]
-        row = {
-            "backend": backend,
-            "vectors": size,
-            "build_s": index.stats.build_seconds,
-            "index_GB": index.stats.memory_bytes / 1e9,
-            "qps": timing["qps"],
-            "ms/query": timing["ms_per_query"],
-            "recall_vs_exact": recall_against(reference, found),
-            "peak_rss_GiB": _rss_gb(),
-            "params": index.stats.params,
-        }
-        if size < len(vectors) and backend == "faiss-hnsw":
-            row["build_s_extrapolated_to_all"] = index.stats.build_seconds * len(vectors) / size
-        rows.append(row)
-        logger.info("%s", row)
-        del index
-        if store is not None:
-            store.close()
-        if tmp is not None:
-            tmp.cleanup()
-    columns = ["backend", "vectors", "build_s", "index_GB", "qps", "ms/query", "recall_vs_exact", "peak_rss_GiB"]
+    def save() -> None:
+        write_results(args.name, _scale_payload(args, len(vectors), k, rows))
+
+    for backend in args.backends.split(","):
+        _scale_backend(args, backend, sizes[backend], vectors, owners, queries, k, rows, save)
+    columns = ["backend", "vectors", "build_s", "index_GB", "rss_growth_GiB", "qps", "ms/query", "recall_vs_exact"]
+    for row in rows:
+        row.setdefault("index_GB", float("nan"))
     print_table(rows, columns, title=f"{n} items x S={s} = {len(vectors)} vectors, {dim}-d, k = S x {args.k}")
-    payload = {
+    save()
+    print(f"wrote {RESULTS_DIR / args.name}.json")
+
+
+def _scale_payload(args: argparse.Namespace, n_vectors: int, k: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scale result file's content."""
+    n, dim, s = args.items, args.dim, args.samples
+    return {
         "items": n,
         "samples": s,
         "dim": dim,
-        "n_vectors": len(vectors),
+        "n_vectors": n_vectors,
         "queries": args.queries,
         "k_fetched": k,
         "recall_queries": args.recall_queries,
-        "threads": "OMP_NUM_THREADS as set in the environment",
+        "threads": {"build": args.build_threads, "query": args.query_threads},
         "rows": rows,
         "note": "synthetic vectors: measures index cost, not retrieval quality",
     }
-    path = write_results(args.name, payload)
-    print(f"wrote {path}")
 
 
 def plot(args: argparse.Namespace) -> None:
@@ -423,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--no-baselines", action="store_true")
     q.add_argument("--retrain", action="store_true")
     q.add_argument("--runs", default="runs/dinosaur")
+    q.add_argument("--model-name", help="checkpoint prefix under --runs (default: --name), to share checkpoints")
+    q.add_argument("--index-options", default="", help="back-end options, e.g. m=16,ef_construction=40")
     sc = verbs.add_parser("scale", help="index cost on synthetic items x S copies")
     sc.add_argument("--items", type=int, default=1_000_000)
     sc.add_argument("--samples", type=int, default=5)
@@ -434,6 +570,15 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--hnsw-vectors", type=int, default=500_000)
     sc.add_argument("--chroma-vectors", type=int, default=50_000)
     sc.add_argument("--ivf-train", type=int, default=100_000)
+    sc.add_argument("--hnsw-m", type=int, default=32)
+    sc.add_argument("--hnsw-ef-construction", type=int, default=40)
+    sc.add_argument("--hnsw-ef-search", default="128", help="comma-separated efSearch values (each at least S x K)")
+    sc.add_argument("--chroma-batch", type=int, default=5000, help="vectors per upsert (Chroma caps it at its max)")
+    sc.add_argument("--build-threads", type=int, default=1, help="faiss OpenMP threads while building")
+    sc.add_argument("--add-batch", type=int, default=250_000, help="HNSW/Chroma: vectors added between checks")
+    sc.add_argument("--checkpoints", default="", help="HNSW/Chroma: sizes (multiples of --add-batch) to measure at")
+    sc.add_argument("--build-budget-s", type=float, default=0.0, help="HNSW/Chroma: stop adding after this many s")
+    sc.add_argument("--query-threads", type=int, default=1, help="faiss OpenMP threads while querying")
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--name", default="dinosaur_scale")
     pl = verbs.add_parser("plot", help="coverage-recall PNG from quality result files")

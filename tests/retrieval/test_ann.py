@@ -114,3 +114,36 @@ def test_bad_input_raises_our_error():
         build_index("annoy", np.eye(2))
     with pytest.raises(AnnIndexError, match="needs a VectorStore"):
         build_index("chroma", np.eye(2))
+
+
+def test_staged_build_stops_early_and_searches_only_what_was_added(catalogue, tmp_path):
+    from retrieval.store import VectorStore
+
+    vectors, queries, _, _ = catalogue
+    seen: list[int] = []
+
+    def stop_after_first(index) -> bool:
+        seen.append(int(index.index.ntotal))
+        return False
+
+    hnsw = FaissHNSWIndex(vectors, ids=np.arange(3000) + 10, m=16, add_batch=1000, on_batch=stop_after_first)
+    assert seen == [1000] and hnsw.stats.n_vectors == 1000 and len(hnsw.vectors) == 1000
+    _, found = hnsw.search(queries, 20)
+    assert found.min() >= 10 and found.max() < 1010  # only the first 1000 vectors were indexed
+    exact_ids = ExactIndex(vectors[:1000], np.arange(1000) + 10).search(queries, 20)[1]
+    assert recall_against(exact_ids, found) > 0.9
+    assert hnsw.stats.memory_bytes > vectors[:1000].nbytes
+
+    counts: list[int] = []
+    with VectorStore(tmp_path / "store") as store:
+        chroma = build_index(
+            "chroma",
+            vectors[:900],
+            store=store,
+            collection="ann_staged",
+            add_batch=300,
+            on_batch=lambda index: counts.append(index.n_added) or index.n_added < 600,
+        )
+        assert counts == [300, 600] and chroma.stats.n_vectors == 600
+        assert store.collection("ann_staged").count() == 600
+        assert chroma.search(queries[:5], 20)[1].max() < 600
