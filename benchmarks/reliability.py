@@ -86,25 +86,29 @@ def label_kills(
     workdir: Path, kills: int, rng: random.Random, items: int = 1000, per_round: int = 10, delay: float = 6.0
 ) -> dict:
     """kill -9 the labelling job at random moments, rerun to completion; labels must equal an uninterrupted run."""
-    from agents.pcf.label import run_label_job
     from retrieval import StoreError, VectorStore
-    from retrieval.embed import HashingEmbedder
 
     started = time.perf_counter()
     catalog = workdir / "catalog.jsonl"
     workdir.mkdir(parents=True, exist_ok=True)
     ids = write_catalogue(catalog, items)
+
+    def label_command(out: Path, store_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "agents.pcf", "label", "--catalog", str(catalog), "--out", str(out), "--store",
+                str(store_dir), "--embedder", "hashing", "--batch-size", "4", "--no-progress"]  # fmt: skip
+
+    # the reference is the same command run once without interruption, in the same environment: the estimator's
+    # floating-point sums depend on the BLAS thread count, so an in-process run is not the right comparison
     reference = workdir / "reference.jsonl"
-    with VectorStore(path=workdir / "reference-store") as store:
-        run_label_job(catalog, reference, store, HashingEmbedder(), batch_size=4, progress=False)
+    subprocess.run(label_command(reference, workdir / "reference-store"), cwd=REPO_ROOT, env=ENV, check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
     expected = sorted(reference.read_text().splitlines())
     row = _row("kill -9 PCF labelling")
     round_number = 0
     while row["faults_injected"] < kills:
         round_number += 1
         out, store_dir = workdir / f"labels-{round_number}.jsonl", workdir / f"store-{round_number}"
-        command = [sys.executable, "-m", "agents.pcf", "label", "--catalog", str(catalog), "--out", str(out), "--store",
-                   str(store_dir), "--embedder", "hashing", "--batch-size", "4", "--no-progress"]  # fmt: skip
+        command = label_command(out, store_dir)
         done, stderr = _kill_loop(command, min(per_round, kills - row["faults_injected"]), (0.5, delay), rng)
         final = subprocess.run(command, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         row["tracebacks"] += _tracebacks(stderr + final.stderr)
