@@ -26,8 +26,8 @@ from core.io import atomic_write
 from mllm.rgcd.data import movielens_genre_domains, synthetic_contents, synthetic_two_domain
 from mllm.rgcd.pipeline import METHODS, distill_and_embed, evaluate_methods
 
-# the documented ML-1M subsample: 2,000 seeded users; the 500 / 300 most-rated source / target movies
-ML1M = {"max_users": 2000, "seed": 0, "max_source_items": 500, "max_target_items": 300}
+# the documented ML-1M subsample: 2,000 seeded users; the 400 / 250 most-rated source / target movies
+ML1M = {"max_users": 2000, "seed": 0, "max_source_items": 400, "max_target_items": 250}
 RUNS = Path("runs/rgcd")
 
 

@@ -138,6 +138,7 @@ def distill_and_embed(
 
     started = time.time()
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     texts, outputs, counts = distillation_examples(teacher_path, targets)
     config = StudentConfig(summary_tokens=summary_tokens, epochs=epochs, lr=lr, seed=seed)
     lm, tokenizer = load_causal_lm(model, dtype=torch.float32, device="cpu")
@@ -325,6 +326,7 @@ def represent_and_export(
     from retrieval.store import VectorStore
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     source, target = load_item_embeddings(embeddings, data)
     task = cold_start_task(data, cold_share, max_cold, seed=0)
     _, parts, diagnostics = fit_decomposition(task, source, target, residual, positives, seed)

@@ -119,3 +119,11 @@ def test_kill_minus_nine_mid_run_then_resume_generates_each_item_once(tmp_path: 
     assert sorted(r["id"] for r in lines) == [f"source/s{i}" for i in range(6)]  # each id exactly once
     written_before_kill = log.read_text().splitlines()[:3]
     assert not set(written_before_kill) & set(resumed_calls)  # nothing cached was asked again
+
+
+def test_cli_turns_a_missing_teacher_cache_into_one_error_line(tmp_path: Path, capsys) -> None:
+    from mllm.rgcd.__main__ import main
+
+    status = main(["distill", "--data", "synthetic", "--teacher", str(tmp_path / "none.jsonl"), "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "none.jsonl" in err[0] and "no valid item records" in err[0]
