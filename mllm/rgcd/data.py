@@ -318,6 +318,24 @@ def synthetic_contents(data: TwoDomainData, dim: int = 24, noise: float = 0.3, s
     return out[0], out[1]
 
 
+def attribute_contents(data: TwoDomainData, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Content vectors from the anonymous attribute ids in the item texts (``Attributes: a1 a2``): a seeded random
+    projection of each item's multi-hot attributes, with separate projections per domain (attribute ids of two
+    categories are different id spaces, so nothing is shared by construction)."""
+    out = []
+    for domain, log in (("source", data.source), ("target", data.target)):
+        rng = np.random.default_rng([seed, 0 if domain == "source" else 1])
+        bags = [text.split("Attributes:", 1)[-1].replace(".", " ").split() for text in log.item_texts]
+        vocabulary = {a: i for i, a in enumerate(sorted({a for bag in bags for a in bag}))}
+        projection = rng.normal(size=(max(len(vocabulary), 1), dim)) / np.sqrt(dim)
+        vectors = np.zeros((len(bags), dim))
+        for row, bag in enumerate(bags):
+            if bag:
+                vectors[row] = projection[[vocabulary[a] for a in bag]].sum(0)
+        out.append(vectors.astype(np.float32))
+    return out[0], out[1]
+
+
 def _dataset(name: str, log_users: np.ndarray, log_items: np.ndarray, user_map: IdMap, item_map: IdMap):
     return InteractionDataset(
         name=name,
