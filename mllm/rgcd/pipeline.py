@@ -444,7 +444,9 @@ def run_method(
         }
     torch.manual_seed(seed)
     split = task.split
-    config = TwoTowerConfig(joint_behaviour=method == "shared_id")
+    # every method but the target-only baseline shares one item space with the source domain, trained on the
+    # behaviour of both domains (the shared-embedding baseline); content methods add their features on top
+    config = TwoTowerConfig(joint_behaviour=method != "target_only")
     model = RGCDTwoTower(config, split.train.n_users, split.train.n_items)
     source_csr = None if method == "target_only" else task.source.to_csr()
     diagnostics: dict[str, Any] = {}
@@ -454,8 +456,8 @@ def run_method(
     model.attach(source_csr, source_features, target_features)
     train_config = TrainConfig(
         epochs=epochs,
-        batch_size=1024,
-        lr=3e-3,
+        batch_size=8192,
+        lr=1e-2,
         patience=5,
         ks=ks,
         seed=seed,

@@ -1,13 +1,14 @@
 """A two-tower retrieval model for the cold target domain that consumes item representations.
 
-user(u) = e_u + W_s mean_{s in S(u)} f_s + W_t mean_{t in H(u)} f_t + mean_{t in H(u)} q_t
-item(i) = q_i + W_i f_i
-score(u, i) = <user(u), item(i)>, trained with BPR on the target training interactions.
+item(i) = q_i + W_t f_i for a target item, item(j) = p_j + W_s f_j for a source item
+user(u) = e_u + mean_{i in H(u)} item(i) + mean_{j in S(u)} item(j)
+score(u, i) = <user(u), item(i)>, trained with BPR.
 
 f are fixed item features (from the representation stage, MiniLM, ...; absent for the ID-only baselines),
-S(u) the user's source-domain history and H(u) its target training history. With ``joint_behaviour`` the
-model also learns ID embeddings of the source items from the source interactions (one shared item space
-trained on both domains: the shared-embedding baseline); the ranking still covers only target items.
+H(u) the user's target training history and S(u) its source-domain history. With ``joint_behaviour`` the
+source items are items of the same space and the BPR loss runs over the interactions of both domains (one
+shared item space, as UniEmbedding); without it the model sees the target domain only. The ranking always
+covers the target items only.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def _row_mean(csr: sp.csr_matrix) -> torch.Tensor:
 
 @register("rgcd_two_tower")
 class RGCDTwoTower(Recommender):
-    """Two towers over user/item IDs, source and target histories, and optional fixed item features."""
+    """Two towers over user/item IDs, target and source histories, and optional fixed item features."""
 
     Config = TwoTowerConfig
-    train_defaults: ClassVar[dict[str, Any]] = {"lr": 3e-3, "batch_size": 1024, "epochs": 30}
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-2, "batch_size": 8192, "epochs": 20}
 
     def __init__(self, config: TwoTowerConfig, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
@@ -64,14 +65,14 @@ class RGCDTwoTower(Recommender):
         self.item_embedding = nn.Embedding(n_items, d)
         nn.init.normal_(self.user_embedding.weight, std=config.init_std)
         nn.init.normal_(self.item_embedding.weight, std=config.init_std)
-        self.source_history: torch.Tensor | None = None
         self.source_item_embedding: nn.Embedding | None = None
         self.source_projection: nn.Linear | None = None
         self.target_projection: nn.Linear | None = None
-        self.register_buffer("source_user_features", torch.zeros(0))
+        self.register_buffer("source_features", torch.zeros(0))
         self.register_buffer("target_features", torch.zeros(0))
-        self.target_history: torch.Tensor | None = None
         self.source_csr: sp.csr_matrix | None = None
+        self.source_history: torch.Tensor | None = None
+        self.target_history: torch.Tensor | None = None
 
     def attach(
         self,
@@ -84,13 +85,15 @@ class RGCDTwoTower(Recommender):
         if source_csr is not None:
             self.source_csr = sp.csr_matrix(source_csr)
             self.source_history = _row_mean(self.source_csr)
-            if self.config.joint_behaviour:
-                self.source_item_embedding = nn.Embedding(self.source_csr.shape[1], d)
-                nn.init.normal_(self.source_item_embedding.weight, std=self.config.init_std)
+            self.source_item_embedding = nn.Embedding(self.source_csr.shape[1], d)
+            nn.init.normal_(self.source_item_embedding.weight, std=self.config.init_std)
             if source_features is not None:
-                features = torch.as_tensor(source_features, dtype=torch.float32)
-                self.source_user_features = torch.sparse.mm(self.source_history, features)
-                self.source_projection = nn.Linear(features.shape[1], d, bias=False)
+                if len(source_features) != self.source_csr.shape[1]:
+                    raise ValueError(
+                        f"source_features has {len(source_features)} rows for {self.source_csr.shape[1]} items"
+                    )
+                self.source_features = torch.as_tensor(source_features, dtype=torch.float32)
+                self.source_projection = nn.Linear(self.source_features.shape[1], d, bias=False)
         if target_features is not None:
             if len(target_features) != self.n_items:
                 raise ValueError(f"target_features has {len(target_features)} rows for {self.n_items} items")
@@ -108,40 +111,32 @@ class RGCDTwoTower(Recommender):
             return PairwiseDataset(coo.row, coo.col, joint.shape[1], joint)
         return PairwiseDataset(train.users, train.items, self.n_items, train.to_csr())
 
-    def _item_vectors(self) -> torch.Tensor:
+    def _all_item_vectors(self) -> torch.Tensor:
+        """Target item vectors, then (with a source history) source item vectors."""
         vectors = self.item_embedding.weight
         if self.target_projection is not None:
             vectors = vectors + self.target_projection(self.target_features)
-        return vectors
-
-    def _all_item_vectors(self) -> torch.Tensor:
-        vectors = self._item_vectors()
         if self.source_item_embedding is not None:
-            vectors = torch.cat([vectors, self.source_item_embedding.weight])
+            source = self.source_item_embedding.weight
+            if self.source_projection is not None:
+                source = source + self.source_projection(self.source_features)
+            vectors = torch.cat([vectors, source])
         return vectors
 
     def _user_vectors(self, users: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
-        parts = self.user_embedding(users) if self.config.use_user_id else 0.0
         if self.target_history is None:
             raise RuntimeError("call prepare(train) before scoring")
-        target_mean = torch.sparse.mm(self.target_history, item_vectors[: self.n_items])
-        parts = parts + target_mean.index_select(0, users)
-        if self.source_projection is not None:
-            parts = parts + self.source_projection(self.source_user_features.index_select(0, users))
-        if self.source_item_embedding is not None and self.source_history is not None:
-            source_mean = torch.sparse.mm(self.source_history, self.source_item_embedding.weight)
-            parts = parts + source_mean.index_select(0, users)
-        return parts
+        parts = torch.sparse.mm(self.target_history, item_vectors[: self.n_items])
+        if self.source_history is not None:
+            parts = parts + torch.sparse.mm(self.source_history, item_vectors[self.n_items :])
+        parts = parts.index_select(0, users)
+        return parts + self.user_embedding(users) if self.config.use_user_id else parts
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         items = self._all_item_vectors()
         u = self._user_vectors(batch["users"], items)
-        return bpr_loss(
-            u,
-            items.index_select(0, batch["pos_items"]),
-            items.index_select(0, batch["neg_items"]),
-            self.config.reg_weight,
-        )
+        pos, neg = items.index_select(0, batch["pos_items"]), items.index_select(0, batch["neg_items"])
+        return bpr_loss(u, pos, neg, self.config.reg_weight)
 
     def score(self, users: torch.Tensor) -> torch.Tensor:
         items = self._all_item_vectors()
