@@ -51,6 +51,14 @@ def _row_mean(csr: sp.csr_matrix) -> torch.Tensor:
     return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data), coo.shape).coalesce()
 
 
+def _zero_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A bias-free projection that starts at zero: training starts from the ID-only model and adds the features'
+    contribution only as far as it lowers the loss (random init let 576-d features swamp the ID embeddings)."""
+    layer = nn.Linear(in_dim, out_dim, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
 @register("rgcd_two_tower")
 class RGCDTwoTower(Recommender):
     """Two towers over user/item IDs, target and source histories, and optional fixed item features."""
@@ -93,12 +101,12 @@ class RGCDTwoTower(Recommender):
                         f"source_features has {len(source_features)} rows for {self.source_csr.shape[1]} items"
                     )
                 self.source_features = torch.as_tensor(source_features, dtype=torch.float32)
-                self.source_projection = nn.Linear(self.source_features.shape[1], d, bias=False)
+                self.source_projection = _zero_linear(self.source_features.shape[1], d)
         if target_features is not None:
             if len(target_features) != self.n_items:
                 raise ValueError(f"target_features has {len(target_features)} rows for {self.n_items} items")
             self.target_features = torch.as_tensor(target_features, dtype=torch.float32)
-            self.target_projection = nn.Linear(self.target_features.shape[1], d, bias=False)
+            self.target_projection = _zero_linear(self.target_features.shape[1], d)
         return self
 
     def prepare(self, train: Any) -> None:
