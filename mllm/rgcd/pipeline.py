@@ -1,0 +1,541 @@
+"""The RGCD-Rep stages wired to the data sets: what each CLI verb runs."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mllm.rgcd.data import TwoDomainData
+from mllm.rgcd.teach import run_teacher, teacher_requests
+
+logger = logging.getLogger(__name__)
+
+
+def _active_items(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    return np.unique(items)
+
+
+def co_engaged_pairs(data: TwoDomainData, n_pairs: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``n_pairs`` (source item, target item) pairs engaged by one user each, drawn with a seed."""
+    rng = np.random.default_rng(seed)
+    both = np.intersect1d(np.unique(data.source.users), np.unique(data.target.users))
+    pairs: list[tuple[int, int]] = []
+    for user in rng.choice(both, size=min(n_pairs, both.size), replace=False) if both.size else []:
+        source_items = data.source.items[data.source.users == user]
+        target_items = data.target.items[data.target.users == user]
+        pairs.append((int(rng.choice(source_items)), int(rng.choice(target_items))))
+    return pairs
+
+
+def teach_subsample(
+    data: TwoDomainData,
+    generate: Callable[[list[dict[str, str]]], str],
+    out: str | Path,
+    items_per_domain: int,
+    n_pairs: int = 0,
+    seed: int = 0,
+    model_name: str = "",
+) -> dict[str, Any]:
+    """Run the teacher on a seeded subsample: ``items_per_domain`` items of each domain, and pairs (half
+    co-engaged, half random)."""
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for name, log in (("source", data.source), ("target", data.target)):
+        active = _active_items(log.users, log.items)
+        chosen[name] = np.sort(rng.choice(active, size=min(items_per_domain, active.size), replace=False))
+    half = n_pairs // 2
+    pairs = co_engaged_pairs(data, half, seed)
+    pairs += [
+        (int(rng.integers(len(data.source.item_ids))), int(rng.integers(len(data.target.item_ids))))
+        for _ in range(n_pairs - half)
+    ]
+    items = teacher_requests(
+        [data.source.item_ids[i] for i in chosen["source"]],
+        [data.source.item_texts[i] for i in chosen["source"]],
+        [data.target.item_ids[i] for i in chosen["target"]],
+        [data.target.item_texts[i] for i in chosen["target"]],
+        [],
+    )
+    n_source = len(chosen["source"])
+    # alternate the domains, so a run stopped early still has items of both
+    alternating = itertools.zip_longest(items[:n_source], items[n_source:])
+    requests = [r for pair in alternating for r in pair if r is not None]
+    # pair ids index into the full item lists
+    from mllm.rgcd.teach import TeacherRequest
+
+    requests += [
+        TeacherRequest(
+            f"pair/{data.source.item_ids[s]}|{data.target.item_ids[t]}",
+            "pair",
+            (data.source.item_texts[s], data.target.item_texts[t]),
+            "co-engaged" if k < half else "random",
+        )
+        for k, (s, t) in enumerate(pairs)
+    ]
+    unique: dict[str, Any] = {}
+    for request in requests:
+        unique.setdefault(request.record_id, request)
+    summary = run_teacher(list(unique.values()), generate, out, model_name=model_name)
+    summary.update({"data": data.name, "items_per_domain": items_per_domain, "pairs": n_pairs, "seed": seed})
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- distil
+
+
+def distillation_examples(
+    teacher_path: str | Path, targets: str = "reasoning"
+) -> tuple[list[str], list[str], dict[str, int]]:
+    """(item texts, student targets) from the valid item records of a teacher cache; ``targets="titles"``
+    uses each item's own text instead of the reasoning (the no-distillation ablation, same items)."""
+    from mllm.rgcd.errors import RGCDDataError
+    from mllm.rgcd.teach import read_cache, reasoning_text
+
+    records = read_cache(teacher_path)
+    items = [r for r in records.values() if r.get("kind") == "item"]
+    valid = [r for r in items if r.get("valid")]
+    if not valid:
+        raise RGCDDataError(f"{teacher_path}: no valid item records to distil (run teach first)")
+    texts = [r["texts"][0] for r in valid]
+    outputs = [reasoning_text(r) for r in valid] if targets == "reasoning" else list(texts)
+    pairs = [r for r in records.values() if r.get("kind") == "pair"]
+    counts = {
+        "item_records": len(items),
+        "valid_item_records": len(valid),
+        "pair_records": len(pairs),
+        "valid_pair_records": sum(1 for r in pairs if r.get("valid")),
+    }
+    return texts, outputs, counts
+
+
+def distill_and_embed(
+    data: TwoDomainData,
+    teacher_path: str | Path,
+    out: str | Path,
+    model: str = "default",
+    targets: str = "reasoning",
+    summary_tokens: int = 4,
+    epochs: int = 2,
+    lr: float = 5e-4,
+    max_items: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the summary-token student on the teacher cache, then embed every item of both domains."""
+    import time
+
+    import torch
+
+    from core.io import atomic_write, atomic_write_json
+    from mllm.backbones import load_causal_lm
+    from mllm.rgcd.student import StudentConfig, SummaryTokenStudent, embed_items, train_student
+
+    started = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    texts, outputs, counts = distillation_examples(teacher_path, targets)
+    config = StudentConfig(summary_tokens=summary_tokens, epochs=epochs, lr=lr, seed=seed)
+    lm, tokenizer = load_causal_lm(model, dtype=torch.float32, device="cpu")
+    student = SummaryTokenStudent(lm, tokenizer, config)
+    losses = train_student(student, texts, outputs, progress=progress)
+    trained = time.time()
+    limit = max_items or None
+    source_ids, target_ids = data.source.item_ids[:limit], data.target.item_ids[:limit]
+    source = embed_items(student, data.source.item_texts[:limit], progress=progress)
+    target = embed_items(student, data.target.item_texts[:limit], progress=progress)
+    student.save(out / "student")
+    path = out / "item_embeddings.npz"
+    atomic_write(
+        path,
+        lambda tmp: np.savez(
+            tmp.open("wb"),
+            source=source,
+            target=target,
+            source_ids=np.array(source_ids),
+            target_ids=np.array(target_ids),
+        ),
+    )
+    summary = {
+        "data": data.name,
+        "targets": targets,
+        "model": str(model),
+        "train_examples": len(texts),
+        **counts,
+        "losses": losses,
+        "train_seconds": round(trained - started, 1),
+        "embed_seconds": round(time.time() - trained, 1),
+        "embeddings": str(path),
+        "dim": int(source.shape[1]),
+    }
+    atomic_write_json(out / "distill_summary.json", summary)
+    return summary
+
+
+def load_item_embeddings(path: str | Path, data: TwoDomainData) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) content arrays from an embeddings file, checked against the data set's item ids."""
+    from mllm.rgcd.errors import RGCDDataError
+
+    try:
+        archive = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise RGCDDataError(f"{path}: cannot read item embeddings ({exc})") from None
+    for part in ("source", "target"):
+        ids = [str(x) for x in archive[f"{part}_ids"]]
+        expected = getattr(data, part).item_ids
+        if ids != list(expected):
+            raise RGCDDataError(
+                f"{path}: field {part}_ids does not match {data.name}'s {part} items ({len(ids)} vs {len(expected)})"
+            )
+    return archive["source"].astype(np.float32), archive["target"].astype(np.float32)
+
+
+def text_embeddings(data: TwoDomainData, cache: str | Path, embedder_name: str = "minilm") -> Path:
+    """Embed every item text with a retrieval embedder (MiniLM by default) into an embeddings file (cached)."""
+    from core.io import atomic_write
+    from retrieval.embed import make_text_embedder
+
+    cache = Path(cache)
+    if cache.is_file():
+        return cache
+    embedder = make_text_embedder(embedder_name)
+    source = np.asarray(embedder.embed_texts(data.source.item_texts), dtype=np.float32)
+    target = np.asarray(embedder.embed_texts(data.target.item_texts), dtype=np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(
+        cache,
+        lambda tmp: np.savez(
+            tmp.open("wb"),
+            source=source,
+            target=target,
+            source_ids=np.array(data.source.item_ids),
+            target_ids=np.array(data.target.item_ids),
+        ),
+    )
+    return cache
+
+
+# ---------------------------------------------------------------------------------------------- represent
+
+
+def fit_decomposition(
+    task: Any,
+    source: np.ndarray,
+    target: np.ndarray,
+    residual: bool = True,
+    positives: str = "behaviour",
+    seed: int = 0,
+    steps: int = 300,
+) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+    """Train the decomposition on a cold-start task's training behaviour; returns (model, parts, diagnostics).
+
+    Behavioural positives come from the source log and the target TRAIN part only (never valid/test)."""
+    from mllm.rgcd.represent import (
+        DecompositionConfig,
+        behaviour_positives,
+        content_positives,
+        standardise,
+        train_decomposition,
+    )
+
+    source, target = standardise(source, target)
+    train = task.split.train
+    if positives == "behaviour":
+        matrix = behaviour_positives(task.source.to_csr(), train.to_csr())
+    else:
+        matrix = content_positives(source, target)
+    config = DecompositionConfig(residual=residual, seed=seed, steps=steps)
+    model, history = train_decomposition(source, target, matrix, config)
+    parts = {f"source_{k}": v for k, v in model.export(source, "source").items()}
+    parts.update({f"target_{k}": v for k, v in model.export(target, "target").items()})
+    parts["source_content"], parts["target_content"] = source, target
+    return (
+        model,
+        parts,
+        {
+            "n_positive_pairs": int((matrix > 0).sum()),
+            "positives": positives,
+            "residual": residual,
+            "final_losses": history[-1] if history else {},
+        },
+    )
+
+
+@dataclass
+class PartContract:
+    """The embedder contract recorded with an exported collection (no texts: vectors come from the pipeline)."""
+
+    name: str
+    dim: int
+    modality: str = "vector"
+
+    def embed_texts(self, texts: Any) -> np.ndarray:  # pragma: no cover - the store never calls it for vectors
+        from mllm.rgcd.errors import RGCDError
+
+        raise RGCDError(f"{self.name}: RGCD-Rep parts are computed by `python -m mllm.rgcd represent`, not from text")
+
+    def embed_images(self, images: Any) -> np.ndarray:  # pragma: no cover
+        return self.embed_texts(images)
+
+
+def collection_name(data_name: str, domain: str, part: str) -> str:
+    """The store collection of one domain's part: ``rgcd_<data>_<domain>_<part>``."""
+    return f"rgcd_{data_name}_{domain}_{part}".replace("-", "_")
+
+
+def export_parts(store: Any, data: TwoDomainData, parts: dict[str, np.ndarray], run_tag: str) -> dict[str, int]:
+    """Upsert each domain's parts into its own collection (ids ``<domain>/<item id>``); idempotent."""
+    counts = {}
+    for domain in ("source", "target"):
+        ids = [f"{domain}/{item}" for item in getattr(data, domain).item_ids]
+        for part in ("transferable", "residual"):
+            key = f"{domain}_{part}"
+            if key not in parts:
+                continue
+            vectors = parts[key]
+            name = collection_name(data.name, domain, part)
+            contract = PartContract(name=f"rgcd-rep:{part}:{run_tag}", dim=int(vectors.shape[1]))
+            collection = store.collection(name, embedder=contract)
+            metadatas = [{"domain": domain, "part": part, "item_id": str(i)} for i in getattr(data, domain).item_ids]
+            collection.upsert(ids, embeddings=vectors, metadatas=metadatas)
+            counts[name] = collection.count()
+    return counts
+
+
+def represent_and_export(
+    data: TwoDomainData,
+    embeddings: str | Path,
+    out: str | Path,
+    store_path: str | Path | None = None,
+    residual: bool = True,
+    positives: str = "behaviour",
+    seed: int = 0,
+    cold_share: float = 0.5,
+    max_cold: int = 2,
+) -> dict[str, Any]:
+    """Decompose the item contents of ``embeddings``, write the parts (npz) and export them to the store."""
+    import hashlib
+
+    from core.io import atomic_write, atomic_write_json
+    from mllm.rgcd.data import cold_start_task
+    from retrieval.store import VectorStore
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source, target = load_item_embeddings(embeddings, data)
+    task = cold_start_task(data, cold_share, max_cold, seed=0)
+    _, parts, diagnostics = fit_decomposition(task, source, target, residual, positives, seed)
+    atomic_write(out / "parts.npz", lambda tmp: np.savez(tmp.open("wb"), **parts))
+    run_tag = hashlib.sha256(f"{Path(embeddings).resolve()}|{residual}|{positives}|{seed}".encode()).hexdigest()[:10]
+    with VectorStore(store_path) as store:
+        counts = export_parts(store, data, parts, run_tag)
+    summary = {
+        "data": data.name,
+        "parts": str(out / "parts.npz"),
+        "store": str(store_path),
+        "collections": counts,
+        "run_tag": run_tag,
+        **diagnostics,
+    }
+    atomic_write_json(out / "represent_summary.json", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+BASELINES = ("pop", "target_only", "shared_id", "minilm", "student_raw")
+FULL_AND_ABLATIONS = ("full", "titles_student", "no_residual", "no_behaviour")
+METHODS = BASELINES + FULL_AND_ABLATIONS
+# which embeddings file each content method reads ("reasoning": the distilled student, "titles": the
+# student trained on titles, "minilm": MiniLM text embeddings) and how the decomposition is run
+METHOD_SPECS: dict[str, dict[str, Any]] = {
+    "minilm": {"embeddings": "minilm", "decompose": False},
+    "student_raw": {"embeddings": "reasoning", "decompose": False},
+    "full": {"embeddings": "reasoning", "decompose": True, "residual": True, "positives": "behaviour"},
+    "titles_student": {"embeddings": "titles", "decompose": True, "residual": True, "positives": "behaviour"},
+    "no_residual": {"embeddings": "reasoning", "decompose": True, "residual": False, "positives": "behaviour"},
+    "no_behaviour": {"embeddings": "reasoning", "decompose": True, "residual": True, "positives": "content"},
+}
+
+
+def method_features(
+    method: str, task: Any, contents: dict[str, tuple[np.ndarray, np.ndarray]], seed: int
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """(source features for the user tower, target item features, diagnostics) for a content method."""
+    from mllm.rgcd.errors import RGCDDataError
+    from mllm.rgcd.represent import standardise
+
+    spec = METHOD_SPECS[method]
+    if spec["embeddings"] not in contents:
+        raise RGCDDataError(f"method {method!r} needs the {spec['embeddings']!r} item embeddings (--embeddings)")
+    source, target = contents[spec["embeddings"]]
+    if not spec["decompose"]:
+        source, target = standardise(source, target)
+        return source, target, {}
+    _, parts, diagnostics = fit_decomposition(task, source, target, spec["residual"], spec["positives"], seed)
+    target_features = parts["target_transferable"]
+    if spec["residual"]:
+        target_features = np.concatenate([target_features, parts["target_residual"]], axis=1)
+    return parts["source_transferable"], target_features, diagnostics
+
+
+def _cold_metrics(model: Any, task: Any, ks: tuple[int, ...]) -> dict[str, float]:
+    import scipy.sparse as sp
+    import torch
+
+    from evals.ranking import evaluate_full_ranking
+
+    test = task.split.test.to_csr()
+    keep = np.zeros(test.shape[0], dtype=np.float32)
+    keep[task.cold_users] = 1.0
+    cold_test = sp.diags(keep) @ test
+    mask = task.split.train.to_csr() + task.split.valid.to_csr()
+    model.eval()
+
+    @torch.no_grad()
+    def score(users: torch.Tensor) -> torch.Tensor:
+        return model.score(users).float()
+
+    result = evaluate_full_ranking(score, cold_test, mask, ks=ks, progress=False)
+    return {k: v for k, v in result.items() if isinstance(v, (int, float))}
+
+
+def run_method(
+    method: str, task: Any, contents: dict[str, tuple[np.ndarray, np.ndarray]], seed: int, epochs: int = 30
+) -> dict[str, Any]:
+    """Train and evaluate one method at one seed: full-ranking metrics on all test users and on cold users."""
+    import time
+
+    import torch
+
+    from evals.ranking import evaluate_full_ranking
+    from mllm.rgcd.two_tower import RGCDTwoTower, TwoTowerConfig
+    from recsys.train import TrainConfig, Trainer
+
+    started = time.time()
+    ks = (10,)
+    if method == "pop":
+        counts = torch.as_tensor(np.asarray(task.split.train.to_csr().sum(axis=0)).ravel(), dtype=torch.float32)
+        mask = task.split.train.to_csr() + task.split.valid.to_csr()
+
+        class _Popularity:
+            def eval(self) -> None:
+                return None
+
+            def score(self, users: torch.Tensor) -> torch.Tensor:
+                return counts.expand(len(users), -1)
+
+        model = _Popularity()
+        all_users = evaluate_full_ranking(
+            lambda u: model.score(u), task.split.test.to_csr(), mask, ks=ks, progress=False
+        )
+        all_users = {k: v for k, v in all_users.items() if isinstance(v, (int, float))}
+        return {
+            "method": method,
+            "seed": seed,
+            "all": all_users,
+            "cold": _cold_metrics(model, task, ks),
+            "seconds": round(time.time() - started, 2),
+        }
+    torch.manual_seed(seed)
+    split = task.split
+    # every method but the target-only baseline shares one item space with the source domain, trained on the
+    # behaviour of both domains (the shared-embedding baseline); content methods add their features on top
+    config = TwoTowerConfig(joint_behaviour=method != "target_only")
+    model = RGCDTwoTower(config, split.train.n_users, split.train.n_items)
+    source_csr = None if method == "target_only" else task.source.to_csr()
+    diagnostics: dict[str, Any] = {}
+    source_features = target_features = None
+    if method in METHOD_SPECS:
+        source_features, target_features, diagnostics = method_features(method, task, contents, seed)
+    model.attach(source_csr, source_features, target_features)
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=8192,
+        lr=1e-2,
+        patience=5,
+        ks=ks,
+        seed=seed,
+        save_every_epoch=False,
+        eval_batch_size=2048,
+    )
+    trainer = Trainer(model, split, train_config, progress=False)
+    result = trainer.fit()
+    all_users = {k: v for k, v in result.items() if (isinstance(v, (int, float)) and "@" in k) or k == "n_users"}
+    return {
+        "method": method,
+        "seed": seed,
+        "all": all_users,
+        "cold": _cold_metrics(model, task, ks),
+        "best_epoch": result.get("best_epoch"),
+        "epochs_run": result.get("epochs_run"),
+        "decomposition": diagnostics,
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def summarise(runs: list[dict[str, Any]], metrics: tuple[str, ...] = ("hr@10", "ndcg@10")) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds per method, for cold and all users."""
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+        row: dict[str, Any] = {"method": method, "seeds": len(mine)}
+        for group in ("cold", "all"):
+            for metric in metrics:
+                values = np.array([r[group][metric] for r in mine])
+                row[f"{group}_{metric}"] = float(values.mean())
+                row[f"{group}_{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def evaluate_methods(
+    data: TwoDomainData,
+    embeddings: dict[str, str | Path],
+    methods: list[str] | None = None,
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+    cold_share: float = 0.5,
+    max_cold: int = 2,
+    epochs: int = 30,
+    out: str | Path | None = None,
+    minilm_cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Every method x seed on one cold-start task; returns (and writes to ``out``) runs and the summary."""
+    from core.io import atomic_write_json
+    from mllm.rgcd.data import cold_start_task
+    from mllm.rgcd.errors import RGCDDataError
+
+    methods = list(methods or METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise RGCDDataError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    task = cold_start_task(data, cold_share, max_cold, seed=0)
+    paths = dict(embeddings)
+    if any(METHOD_SPECS.get(m, {}).get("embeddings") == "minilm" for m in methods) and "minilm" not in paths:
+        cache = minilm_cache or (Path(out).parent if out else Path(".")) / f"{data.name}_minilm.npz"
+        paths["minilm"] = text_embeddings(data, cache)
+    contents = {name: load_item_embeddings(path, data) for name, path in paths.items()}
+    runs = []
+    for seed in seeds:
+        for method in methods:
+            run = run_method(method, task, contents, seed, epochs)
+            logger.info(
+                "%s seed %d: cold hr@10 %.4f, all hr@10 %.4f", method, seed, run["cold"]["hr@10"], run["all"]["hr@10"]
+            )
+            runs.append(run)
+            if out is not None:  # a partial file after each run, so a long job's progress is visible
+                atomic_write_json(out, {"task": task.info(), "runs": runs, "summary": summarise(runs)})
+    result = {
+        "task": task.info(),
+        "embeddings": {k: str(v) for k, v in paths.items()},
+        "runs": runs,
+        "summary": summarise(runs),
+    }
+    if out is not None:
+        atomic_write_json(out, result)
+    return result

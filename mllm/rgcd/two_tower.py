@@ -1,0 +1,151 @@
+"""A two-tower retrieval model for the cold target domain that consumes item representations.
+
+item(i) = q_i + W_t f_i for a target item, item(j) = p_j + W_s f_j for a source item
+user(u) = e_u + mean_{i in H(u)} item(i) + mean_{j in S(u)} item(j)
+score(u, i) = <user(u), item(i)>, trained with BPR.
+
+f are fixed item features (from the representation stage, MiniLM, ...; absent for the ID-only baselines),
+H(u) the user's target training history and S(u) its source-domain history. With ``joint_behaviour`` the
+source items are items of the same space and the BPR loss runs over the interactions of both domains (one
+shared item space, as UniEmbedding); without it the model sees the target domain only. The ranking always
+covers the target items only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from recsys.config import AT_LEAST_ONE, NON_NEGATIVE, validate_fields
+from recsys.models import register
+from recsys.models.base import Recommender, bpr_loss
+from recsys.sampling import PairwiseDataset
+
+
+@dataclasses.dataclass
+class TwoTowerConfig:
+    """Sizes and switches of the two-tower model."""
+
+    embedding_dim: int = 64
+    reg_weight: float = 1e-4
+    use_user_id: bool = True
+    joint_behaviour: bool = False
+    init_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        validate_fields(self, {"embedding_dim": AT_LEAST_ONE, "reg_weight": NON_NEGATIVE, "init_std": NON_NEGATIVE})
+
+
+def _row_mean(csr: sp.csr_matrix) -> torch.Tensor:
+    """A sparse row-normalised copy of ``csr`` (each row sums to 1; empty rows stay empty)."""
+    csr = sp.csr_matrix(csr, dtype=np.float32)
+    counts = np.asarray(csr.sum(axis=1)).ravel()
+    scaled = sp.diags(1.0 / np.maximum(counts, 1.0)).astype(np.float32) @ csr
+    coo = scaled.tocoo()
+    indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
+    return torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data), coo.shape).coalesce()
+
+
+def _zero_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A bias-free projection that starts at zero: training starts from the ID-only model and adds the features'
+    contribution only as far as it lowers the loss (random init let 576-d features swamp the ID embeddings)."""
+    layer = nn.Linear(in_dim, out_dim, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
+@register("rgcd_two_tower")
+class RGCDTwoTower(Recommender):
+    """Two towers over user/item IDs, target and source histories, and optional fixed item features."""
+
+    Config = TwoTowerConfig
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-2, "batch_size": 8192, "epochs": 20}
+
+    def __init__(self, config: TwoTowerConfig, n_users: int, n_items: int) -> None:
+        super().__init__(config, n_users, n_items)
+        d = config.embedding_dim
+        self.user_embedding = nn.Embedding(n_users, d)
+        self.item_embedding = nn.Embedding(n_items, d)
+        nn.init.normal_(self.user_embedding.weight, std=config.init_std)
+        nn.init.normal_(self.item_embedding.weight, std=config.init_std)
+        self.source_item_embedding: nn.Embedding | None = None
+        self.source_projection: nn.Linear | None = None
+        self.target_projection: nn.Linear | None = None
+        self.register_buffer("source_features", torch.zeros(0))
+        self.register_buffer("target_features", torch.zeros(0))
+        self.source_csr: sp.csr_matrix | None = None
+        self.source_history: torch.Tensor | None = None
+        self.target_history: torch.Tensor | None = None
+
+    def attach(
+        self,
+        source_csr: sp.csr_matrix | None,
+        source_features: np.ndarray | None,
+        target_features: np.ndarray | None,
+    ) -> RGCDTwoTower:
+        """Give the model the users' source histories and the fixed item features (call before training)."""
+        d = self.config.embedding_dim
+        if source_csr is not None:
+            self.source_csr = sp.csr_matrix(source_csr)
+            self.source_history = _row_mean(self.source_csr)
+            self.source_item_embedding = nn.Embedding(self.source_csr.shape[1], d)
+            nn.init.normal_(self.source_item_embedding.weight, std=self.config.init_std)
+            if source_features is not None:
+                if len(source_features) != self.source_csr.shape[1]:
+                    raise ValueError(
+                        f"source_features has {len(source_features)} rows for {self.source_csr.shape[1]} items"
+                    )
+                self.source_features = torch.as_tensor(source_features, dtype=torch.float32)
+                self.source_projection = _zero_linear(self.source_features.shape[1], d)
+        if target_features is not None:
+            if len(target_features) != self.n_items:
+                raise ValueError(f"target_features has {len(target_features)} rows for {self.n_items} items")
+            self.target_features = torch.as_tensor(target_features, dtype=torch.float32)
+            self.target_projection = _zero_linear(self.target_features.shape[1], d)
+        return self
+
+    def prepare(self, train: Any) -> None:
+        self.target_history = _row_mean(train.to_csr())
+
+    def train_dataset(self, train: Any) -> PairwiseDataset:
+        if self.config.joint_behaviour and self.source_csr is not None:  # one item space: target, then source
+            joint = sp.hstack([train.to_csr(), self.source_csr]).tocsr()
+            coo = joint.tocoo()
+            return PairwiseDataset(coo.row, coo.col, joint.shape[1], joint)
+        return PairwiseDataset(train.users, train.items, self.n_items, train.to_csr())
+
+    def _all_item_vectors(self) -> torch.Tensor:
+        """Target item vectors, then (with a source history) source item vectors."""
+        vectors = self.item_embedding.weight
+        if self.target_projection is not None:
+            vectors = vectors + self.target_projection(self.target_features)
+        if self.source_item_embedding is not None:
+            source = self.source_item_embedding.weight
+            if self.source_projection is not None:
+                source = source + self.source_projection(self.source_features)
+            vectors = torch.cat([vectors, source])
+        return vectors
+
+    def _user_vectors(self, users: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        if self.target_history is None:
+            raise RuntimeError("call prepare(train) before scoring")
+        parts = torch.sparse.mm(self.target_history, item_vectors[: self.n_items])
+        if self.source_history is not None:
+            parts = parts + torch.sparse.mm(self.source_history, item_vectors[self.n_items :])
+        parts = parts.index_select(0, users)
+        return parts + self.user_embedding(users) if self.config.use_user_id else parts
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        items = self._all_item_vectors()
+        u = self._user_vectors(batch["users"], items)
+        pos, neg = items.index_select(0, batch["pos_items"]), items.index_select(0, batch["neg_items"])
+        return bpr_loss(u, pos, neg, self.config.reg_weight)
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        items = self._all_item_vectors()
+        return self._user_vectors(users, items) @ items[: self.n_items].T
