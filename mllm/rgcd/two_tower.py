@@ -112,6 +112,15 @@ class RGCDTwoTower(Recommender):
     def prepare(self, train: Any) -> None:
         self.target_history = _row_mean(train.to_csr())
 
+    def set_eval_history(self, history: Any) -> None:
+        """A model read from a checkpoint (never prepared) takes its users' target histories from ``history``.
+
+        A trained model keeps the training histories it was prepared with. The attached source-domain part
+        (``attach``) is not in the checkpoint: attach it again after loading.
+        """
+        if self.target_history is None:
+            self.target_history = _row_mean(history.to_csr())
+
     def train_dataset(self, train: Any) -> PairwiseDataset:
         if self.config.joint_behaviour and self.source_csr is not None:  # one item space: target, then source
             joint = sp.hstack([train.to_csr(), self.source_csr]).tocsr()

@@ -11,6 +11,7 @@ import pytest
 import torch
 from synthetic import make_clustered_interactions
 
+import mllm.rgcd.two_tower  # noqa: F401  (registers rgcd_two_tower, a recsys model that lives in mllm)
 from recsys.ctr import SyntheticCTRConfig, make_synthetic_ctr, split_and_encode
 from recsys.data import InteractionDataset, make_split
 from recsys.models import Recommender, available_models, build_model, get_model_class
