@@ -100,7 +100,6 @@ def test_collm_book_reader_tsv(tmp_path: Path) -> None:
         load_collm_book(tmp_path)
 
 
-@pytest.mark.skipif(not (SHARED / "collm_ml1m").is_dir(), reason="../shared/data not beside the clone")
 def test_real_collm_ml1m_files() -> None:
     folder = SHARED / "collm_ml1m"
     titles_rows = read_collm_tsv(folder / "test.tsv", 3256)
@@ -113,7 +112,6 @@ def test_real_collm_ml1m_files() -> None:
     assert all(len(h) == 0 or h.max() < data.n_items for h in data.train.histories[:1000])
 
 
-@pytest.mark.skipif(not (SHARED / "amazon_office_rechorus").is_dir(), reason="../shared/data not beside the clone")
 def test_real_amazon_office_yes_no() -> None:
     data = load_amazon_office(SHARED / "amazon_office_rechorus", seed=0)
     assert len(data.train) == 2 * 43448 and len(data.test) == 2 * 4905
