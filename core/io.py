@@ -150,3 +150,62 @@ def untyped(column: str) -> str:
     """A column name without its RecBole type (``item_id:token`` -> ``item_id``); other names unchanged."""
     name, sep, kind = str(column).rpartition(":")
     return name if sep and name and kind in RECBOLE_TYPES else str(column)
+
+
+def cut_torn_tail(path: str | Path, *, repair: bool = False) -> bytes:
+    """The bytes of an append-only file up to its last newline.
+
+    A killed appender can leave an unterminated last line; it is dropped with a warning and, with ``repair``,
+    truncated away on disk (then fsynced) so that the next append starts on a fresh line.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        logger.warning(
+            "%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - complete
+        )
+        if repair:
+            with path.open("r+b") as handle:
+                handle.truncate(complete)
+                handle.flush()
+                os.fsync(handle.fileno())
+    return data[:complete]
+
+
+def read_keyed_jsonl(
+    path: str | Path,
+    key: str,
+    *,
+    repair: bool = False,
+    error: type[Exception] = JsonlError,
+    what: str = "a record",
+) -> dict[str, dict[str, Any]]:
+    """Records of an append-only JSONL file by ``record[key]`` (the first one wins; a missing file is empty).
+
+    A torn last line is ignored (see ``cut_torn_tail``); any complete line that is not valid UTF-8, not JSON or
+    lacks ``key`` raises ``error`` naming ``path:line`` and ``what`` the line should have been.
+    """
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = cut_torn_tail(path, repair=repair)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"{path}:{line}: not {what} (not valid UTF-8); move the file aside to start over") from None
+    records: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            record_id = str(record[key])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise error(f"{path}:{number}: not {what} ({exc}); move the file aside to start over") from None
+        if record_id in records:
+            logger.warning("%s:%d: %s %r appears twice; keeping the first", path, number, key, record_id)
+            continue
+        records[record_id] = record
+    return records

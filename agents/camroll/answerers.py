@@ -21,6 +21,7 @@ from agents.camroll.facts import Vocabulary
 from agents.camroll.parsing import RuleParser, Translator
 from agents.camroll.query import Query, answer_text, failure_text, say_date
 from agents.camroll.tools import TOOL_ARGS, render_result, tool_descriptions
+from core.jsontext import first_json_object_text
 
 # Dishes a recommender may suggest: general knowledge, not read from the user's roll. One list with the demo
 # generator's menu, so every suggestion can be checked against the user's ground truth.
@@ -469,26 +470,10 @@ class ReplyFormatError(ValueError):
 
 def _first_json_object(text: str) -> str:
     """The first balanced {...} in a reply (code fences and chatter around it are dropped)."""
-    start = text.find("{")
-    if start < 0:
+    raw = first_json_object_text(text, close_truncated=True)  # cut off by the token limit: braces closed
+    if raw is None:
         raise ReplyFormatError("no JSON object in the reply")
-    depth, in_string, escaped = 0, False, False
-    for index in range(start, len(text)):
-        char = text[index]
-        if in_string:
-            escaped = not escaped and char == "\\"
-            if char == '"' and not escaped:
-                in_string = False
-            continue
-        if char == '"':
-            in_string = True
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : index + 1]
-    return text[start:] + "}" * depth  # cut off by the token limit: close the open braces
+    return raw
 
 
 def parse_action(text: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from agents.pcf.errors import LLMAnswerError
 from agents.pcf.reference import REFERENCE_COLLECTION, ReferenceProduct, SectorStats, product_text
+from core.jsontext import first_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -182,15 +183,10 @@ def build_messages(item: TargetItem, neighbours: Sequence[Neighbour]) -> list[di
 
 def _first_json_object(text: str) -> dict[str, Any]:
     """The first JSON object in ``text`` (code fences and chatter around it are ignored)."""
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", text):
-        try:
-            value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    raise LLMAnswerError(f"no JSON object in the answer: {text[:120]!r}")
+    value = first_json_object(text)
+    if value is None:
+        raise LLMAnswerError(f"no JSON object in the answer: {text[:120]!r}")
+    return value
 
 
 def _as_number(value: Any) -> float:

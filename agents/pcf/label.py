@@ -12,7 +12,6 @@ decoding: a wrong guess would label a garbled title; the job goes on with the ot
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import math
@@ -49,7 +48,16 @@ from agents.pcf.reference import (
     load_carbon_catalogue,
     product_text,
 )
-from core.io import UNDECODABLE_PREFIX, BadLine, atomic_write_text, iter_jsonl, printable, undecodable_reason, untyped
+from core.io import (
+    UNDECODABLE_PREFIX,
+    BadLine,
+    atomic_write_text,
+    iter_jsonl,
+    printable,
+    read_keyed_jsonl,
+    undecodable_reason,
+    untyped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -267,43 +275,7 @@ def read_labels(path: str | Path, repair: bool = False) -> dict[str, dict[str, A
 
     Raises PCFDataError naming the line when a complete line is not a label.
     """
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        logger.warning(
-            "%s: dropping a torn last line (%d bytes) left by an interrupted run", path, len(data) - complete
-        )
-        if repair:
-            with path.open("r+b") as handle:
-                handle.truncate(complete)
-                handle.flush()
-                os.fsync(handle.fileno())
-    labels: dict[str, dict[str, Any]] = {}
-    try:
-        text = data[:complete].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise PCFDataError(
-            f"{path}:{line}: not a label line (not valid UTF-8); move the file aside to start over"
-        ) from None
-    for line_number, line in enumerate(io.StringIO(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            item_id = str(record["item_id"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise PCFDataError(
-                f"{path}:{line_number}: not a label line ({exc}); move the file aside to start over"
-            ) from None
-        if item_id in labels:
-            logger.warning("%s:%d: item %r labelled twice; keeping the first", path, line_number, item_id)
-            continue
-        labels[item_id] = record
-    return labels
+    return read_keyed_jsonl(path, "item_id", repair=repair, error=PCFDataError, what="a label line")
 
 
 def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:

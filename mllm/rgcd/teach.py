@@ -22,6 +22,8 @@ from typing import Any
 import jsonschema
 from tqdm.auto import tqdm
 
+from core.io import read_keyed_jsonl
+from core.jsontext import first_json_object_text
 from mllm.rgcd.errors import ReasoningError, RGCDDataError
 
 logger = logging.getLogger(__name__)
@@ -116,28 +118,10 @@ def request_messages(request: TeacherRequest) -> list[dict[str, str]]:
 
 def first_json_object(text: str) -> str:
     """The first balanced ``{...}`` in ``text`` (strings and escapes respected); ReasoningError if none."""
-    start = text.find("{")
-    while start != -1:
-        depth, in_string, escaped = 0, False, False
-        for index in range(start, len(text)):
-            char = text[index]
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char == "{":
-                depth += 1
-            elif char == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start : index + 1]
-        start = text.find("{", start + 1)
-    raise ReasoningError(f"no complete JSON object in the reply: {text[:120]!r}")
+    span = first_json_object_text(text)
+    if span is None:
+        raise ReasoningError(f"no complete JSON object in the reply: {text[:120]!r}")
+    return span
 
 
 def parse_reasoning(text: str, kind: str = "item") -> dict[str, Any]:
@@ -165,29 +149,7 @@ def reasoning_text(record: dict[str, Any]) -> str:
 
 def read_cache(path: str | Path, repair: bool = False) -> dict[str, dict[str, Any]]:
     """Cached records by id (first wins); a torn last line is ignored (and cut off with ``repair``)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        logger.warning("%s: dropping a torn last line (%d bytes) left by a killed run", path, len(data) - complete)
-        if repair:
-            with path.open("r+b") as handle:
-                handle.truncate(complete)
-                handle.flush()
-                os.fsync(handle.fileno())
-    records: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            record_id = str(record["id"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise RGCDDataError(f"{path}:{number}: not a teacher record ({exc}); move the file aside") from None
-        records.setdefault(record_id, record)
-    return records
+    return read_keyed_jsonl(path, "id", repair=repair, error=RGCDDataError, what="a teacher record")
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:

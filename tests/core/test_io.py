@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from core.io import BadLine, JsonlError, atomic_write, atomic_write_json, atomic_write_text, iter_jsonl, read_jsonl
+from core.io import (
+    BadLine,
+    JsonlError,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    iter_jsonl,
+    read_jsonl,
+    read_keyed_jsonl,
+)
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -98,3 +107,20 @@ def test_an_undecodable_line_is_one_bad_line_and_the_others_are_read(tmp_path: P
     bad = rows[1][1]
     assert isinstance(bad, BadLine) and bad.reason.startswith("not valid UTF-8") and "\\xe9" in bad.text
     assert rows[0][1] == {"a": 1} and rows[2][1] == {"c": 3}
+
+
+def test_read_keyed_jsonl_drops_and_repairs_a_torn_tail_and_keeps_the_first(tmp_path: Path) -> None:
+    path = tmp_path / "cache.jsonl"
+    assert read_keyed_jsonl(path, "id") == {}
+    path.write_bytes(b'{"id": 1, "v": "a"}\n\n{"id": "1", "v": "b"}\n{"id": 2, "v": "c"}\n{"id": 3, "v"')
+    records = read_keyed_jsonl(path, "id")
+    assert records == {"1": {"id": 1, "v": "a"}, "2": {"id": 2, "v": "c"}}
+    assert path.read_bytes().endswith(b'{"id": 3, "v"')  # not repaired unless asked
+    read_keyed_jsonl(path, "id", repair=True)
+    assert path.read_bytes().endswith(b'{"id": 2, "v": "c"}\n')
+    path.write_bytes(b'{"id": 1}\n{"other": 2}\n')
+    with pytest.raises(JsonlError, match=r"cache.jsonl:2: not a teacher record"):
+        read_keyed_jsonl(path, "id", what="a teacher record")
+    path.write_bytes(b'{"id": 1}\n\xff\xfe\n')
+    with pytest.raises(JsonlError, match=r"cache.jsonl:2: .*not valid UTF-8"):
+        read_keyed_jsonl(path, "id")
