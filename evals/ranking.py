@@ -176,10 +176,14 @@ def pessimistic_positions(scores: torch.Tensor, relevant: torch.Tensor, limit: i
     return positions.masked_fill(rel_scores == -torch.inf, n_items)
 
 
-def _hits_from_positions(positions: torch.Tensor, width: int) -> torch.Tensor:
-    """Boolean ``(B, width)`` relevance matrix: True where a relevant item sits at that position."""
+def _hits_from_positions(positions: torch.Tensor, width: int, n_items: int) -> torch.Tensor:
+    """Boolean ``(B, width)`` relevance matrix: True where a relevant item sits at that position.
+
+    Position ``n_items`` marks "never retrieved" (and row padding); it is no hit even when ``width`` (the
+    largest K) exceeds the catalogue.
+    """
     hits = torch.zeros((positions.shape[0], width), dtype=torch.bool, device=positions.device)
-    rows, slots = (positions < width).nonzero(as_tuple=True)
+    rows, slots = ((positions < width) & (positions < n_items)).nonzero(as_tuple=True)
     hits[rows, positions[rows, slots]] = True
     return hits
 
@@ -274,7 +278,7 @@ def _rank_all_users(
             keep = torch.from_numpy(candidates(batch_users)).to(device)
             scores.masked_fill_(~keep, -torch.inf)
         positions = pessimistic_positions(scores, relevant, limit=k_max)
-        hits = _hits_from_positions(positions, k_max)
+        hits = _hits_from_positions(positions, k_max, n_items)
         n_relevant = _count_true(relevant)
         per_user = ranking_metrics(hits, n_relevant, ks)
         top_values, top_items = torch.topk(scores, min(k_max, n_items), dim=1)

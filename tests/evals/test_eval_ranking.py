@@ -359,3 +359,15 @@ def test_limited_positions_equal_the_exact_ones_below_the_limit(limit):
     assert exact.shape == limited.shape and (relevant.sum(1) > 8).any()
     expected = exact.masked_fill(exact >= limit, 300)
     assert torch.equal(limited, expected)
+
+
+def test_k_larger_than_the_catalogue_counts_only_real_hits() -> None:
+    """K beyond the catalogue: a relevant item that is masked away, and row padding, are never hits."""
+    # user 0: items 0, 1 relevant; user 1: item 2 relevant and item 3 relevant but also masked (scored -inf)
+    test = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0]], dtype=np.float32))
+    mask = sp.csr_matrix(np.array([[0, 0, 0, 0, 0], [0, 0, 0, 1, 0]], dtype=np.float32))
+    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    result = evaluate_full_ranking(lambda users: scores[users], test, mask, ks=(3, 10), progress=False)
+    assert result["recall@10"] == pytest.approx((1.0 + 0.5) / 2)  # user 1's masked item cannot be found
+    assert result["recall@3"] == pytest.approx((1.0 + 0.5) / 2)
+    assert result["hr@10"] == pytest.approx(1.0)
