@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = verbs.add_parser("info", help="print a dataset's statistics as JSON")
     info.add_argument("dataset", help="a known name (ml-100k, ml-1m, gowalla, lastfm) or a folder/file path")
     info.add_argument("--data-dir", help="folder searched first for dataset names")
+    info.add_argument(
+        "--allow-format-problems",
+        action="store_true",
+        help="exit 0 even when rows do not fit the format's types (default: exit 1, the JSON still printed)",
+    )
     split = verbs.add_parser("split", help="split a dataset and write RecBole train/valid/test .inter files")
     split.add_argument("dataset", help="a known name or a folder/file path")
     split.add_argument("--data-dir", help="folder searched first for dataset names")
@@ -128,13 +133,32 @@ def _split_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; prints JSON on success, one error line on stderr (exit 2) on bad input."""
+    """Entry point; prints JSON on success, one error line on stderr (exit 2) on bad input.
+
+    ``info`` exits 1 (after printing its JSON) when rows do not fit the format, unless ``--allow-format-problems``.
+    """
     args = build_parser().parse_args(argv)
     configure_from_args(args)
-    return run_cli(
-        lambda: dataset_info(args.dataset, args.data_dir) if args.verb == "info" else _split_command(args),
-        errors=(DataError, OSError),
-    )
+    if args.verb != "info":
+        return run_cli(lambda: _split_command(args), errors=(DataError, OSError))
+    found: dict[str, Any] = {}
+
+    def info() -> dict[str, Any]:
+        found.update(dataset_info(args.dataset, args.data_dir))
+        return found
+
+    code = run_cli(info, errors=(DataError, OSError))
+    problems = found.get("format_problems") or {}
+    if code == 0 and problems.get("rows"):
+        first = problems["examples"][0] if problems.get("examples") else {}
+        print(
+            f"error: {found['source']}: {problems['rows']} rows do not fit the {found['format']} format "
+            f"(first: line {first.get('line')}, field {first.get('field')!r} = {first.get('value')!r}); "
+            "see format_problems above, or pass --allow-format-problems",
+            file=sys.stderr,
+        )
+        return 0 if args.allow_format_problems else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ reports rows that do not fit their format's types."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -75,6 +76,20 @@ def test_data_info_reports_rows_that_do_not_fit_the_grouplens_types(tmp_path: Pa
     assert problems["rows"] == 3 and problems["by_field"] == {"user_id": 1, "rating": 1, "timestamp": 1}
     found = {(e["line"], e["field"], e["value"]) for e in problems["examples"]}
     assert found == {(2, "user_id", "abc"), (3, "timestamp", "-100"), (4, "rating", "9")}
+
+
+def test_data_info_cli_exits_1_on_format_problems_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from recsys.data.__main__ import main
+
+    ratings = tmp_path / "u.data"
+    ratings.write_text("1\t10\t5\t881250949\n2\t11\t9\t881250950\n")
+    assert main(["info", str(ratings)]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["format_problems"]["rows"] == 1  # the JSON is still printed
+    assert "u.data: 1 rows do not fit" in captured.err and "line 2, field 'rating' = '9'" in captured.err
+    assert main(["info", str(ratings), "--allow-format-problems"]) == 0
 
 
 def test_data_info_on_a_real_file_reports_nothing(shared_data: Path, tmp_path: Path) -> None:
