@@ -62,6 +62,7 @@ def main() -> int:
     from agents.camroll.paraphrase import generate_paraphrase_qa, training_pairs
     from agents.camroll.parsing import Frame, LearnedParser, RuleParser
     from agents.camroll.qa import run_eval, summarise, summarise_by
+    from agents.camroll.reader import SentenceReader
     from retrieval import VectorStore
     from retrieval.embed import TextEmbedder, make_text_embedder
 
@@ -76,7 +77,9 @@ def main() -> int:
 
     started = time.perf_counter()  # training reads the development timelines only (no roll is needed)
     train_q, train_f = training_pairs(dev_users, DEV_SEED, args.photos_per_user, split="seen")
-    learned = LearnedParser(TextEmbedder()).fit(train_q, [Frame.from_key(f) for f in train_f])
+    learned = None  # trained only when it is run
+    if "query-learned" in args.answerers:
+        learned = LearnedParser(TextEmbedder()).fit(train_q, [Frame.from_key(f) for f in train_f])
     train_seconds = time.perf_counter() - started
 
     paraphrases = {u: generate_paraphrase_qa(u, seed, args.photos_per_user) for u in users}
@@ -84,7 +87,8 @@ def main() -> int:
         paraphrases = {u: [p for p in ps if p.split == "seen"] for u, ps in paraphrases.items()}
     extra = {p.qa.qa_id: {"split": p.split, "intent": p.intent, "template": p.template}
              for ps in paraphrases.values() for p in ps}  # fmt: skip
-    translators = {"query-rules": RuleParser(), "query-learned": learned}
+    translators = {"query-rules": RuleParser(), "query-learned": learned, "query-hybrid": RuleParser()}
+    readers = {"query-hybrid": SentenceReader()}  # the default answerer: rules, then captions read offline
     store_dir = work / f"store-{report_roll}-{args.embedder}"
     shutil.rmtree(store_dir, ignore_errors=True)
     results: dict[str, dict] = {}
@@ -98,7 +102,7 @@ def main() -> int:
             for set_name in ("paraphrase", *(() if args.skip_template_set or args.dev_report else ("templates",))):
                 report = run_eval(
                     data, lambda: memory, users=users, agent=agent, systems=systems,
-                    translator=translators.get(answerer), progress=not args.quiet,
+                    translator=translators.get(answerer), reader=readers.get(answerer), progress=not args.quiet,
                     questions=(lambda u: [p.qa for p in paraphrases[u]]) if set_name == "paraphrase" else None,
                     row_extra=extra if set_name == "paraphrase" else None,
                 )  # fmt: skip
