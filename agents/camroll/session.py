@@ -47,9 +47,10 @@ def open_store(spec: str | None, read_only: bool = False) -> Any:
 
 
 AGENTS = ("query", "planner", "llm", "endpoint", "endpoint-query")
-# The endpoint's tool loop: the first photo search done for it (4 hits), a prose reply after reading is the
-# answer, and one repair round for an invalid reply (a weak model's replies do not improve with more).
-ENDPOINT_LOOP = {"prefetch_k": 4, "prose_answers": True, "max_repairs": 1, "max_new_tokens": 64}
+# The endpoint's tool loop, lean: the first photo search done for it (3 hits, so its first prompt holds evidence),
+# then one action of its own and an answer (at most two model calls), a prose reply after reading is the answer,
+# one repair round, 64 new tokens (an action or a short answer fits).
+ENDPOINT_LOOP = {"prefetch_k": 3, "prose_answers": True, "max_repairs": 1, "max_new_tokens": 64, "max_steps": 2}
 ENDPOINT_TIMEOUT_S = 600.0  # a model served from a shared CPU answers a 2k-token prompt in minutes, not seconds
 
 
