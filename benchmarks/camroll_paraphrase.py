@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--skip-template-set", action="store_true", help="skip the original qa.jsonl set")
     parser.add_argument("--dev-report", action="store_true", help="report on the development roll's SEEN templates")
     parser.add_argument("--out", default="benchmarks/results/camroll_paraphrase.json")
+    parser.add_argument("--split-seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="template splits to re-score the rows under (the reported split is 0)")  # fmt: skip
     args = parser.parse_args()
     configure_from_args(args)
 
@@ -59,7 +61,7 @@ def main() -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from agents.camroll.demo_data import DEV_SEED, HELDOUT_SEED, make_demo_roll
     from agents.camroll.memory import CamrollMemory, NoVisual
-    from agents.camroll.paraphrase import generate_paraphrase_qa, training_pairs
+    from agents.camroll.paraphrase import accuracy_by_template_split, generate_paraphrase_qa, training_pairs
     from agents.camroll.parsing import Frame, LearnedParser, RuleParser
     from agents.camroll.qa import run_eval, summarise, summarise_by
     from agents.camroll.reader import SentenceReader
@@ -112,6 +114,7 @@ def main() -> int:
                     entry = {"set": set_name, "answerer": name, "all": summarise(rows)}
                     if set_name == "paraphrase":
                         entry["by_split"] = summarise_by(rows, "split")
+                        entry["by_split_seed"] = {str(k): accuracy_by_template_split(rows, k) for k in args.split_seeds}
                         entry["by_intent"] = {k: v["accuracy"] for k, v in summarise_by(rows, "intent").items()}
                     results[key] = entry
                     if answerer != "planner":  # the baselines' rows are summarised only (size)

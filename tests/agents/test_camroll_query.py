@@ -358,3 +358,14 @@ def test_dishes_at_a_meal_are_not_mixed_with_the_objects_seen_there() -> None:
     assert values({**meal, "items": []}, "item") == ["plate", "dining table"]  # no dish named: what was seen
     walk = {"level": "event", "activity": "park", "items": ["kite"], "objects": ["kite", "dog"]}
     assert values(walk, "item") == ["kite", "dog"]  # elsewhere the things seen are items too
+
+
+def test_rows_are_rescored_under_another_template_split() -> None:
+    from agents.camroll.paraphrase import accuracy_by_template_split
+
+    split0 = template_split(0)
+    rows = [{"template": t, "correct": s == "seen"} for t, s in split0.items()]
+    same = accuracy_by_template_split(rows, 0)
+    assert same["seen"]["accuracy"] == 1.0 and same["unseen"]["accuracy"] == 0.0
+    other = accuracy_by_template_split(rows, 1)
+    assert other["seen"]["n"] == same["seen"]["n"] and 0.0 < other["unseen"]["accuracy"] < 1.0
