@@ -445,12 +445,12 @@ class QueryAnswerer:
             return Decision(answer=text, cited=[])
         query = self.translate(question, today)
         if query is None and self.reader is not None:
-            return Decision(calls=[{"tool": "search_by_text", "args": self._caption_search(question, today)}])
+            return Decision(calls=[{"tool": "search_by_text", "args": self.caption_search(question, today)}])
         if query is None:
             return Decision(calls=[{"tool": "search_by_text", "args": {"query": question, "k": 3, "level": "event"}}])
         return Decision(calls=[{"tool": "query", "args": query.model_dump(mode="json", exclude_none=True)}])
 
-    def _caption_search(self, question: str, today: dt.date) -> dict[str, Any]:
+    def caption_search(self, question: str, today: dt.date) -> dict[str, Any]:
         """A photo-level search on the question, inside the time range it names (a season without a year: none)."""
         from agents.camroll.reader import READ_K
 

@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 READ_K = 8  # photos read per question
 # Chosen on the demo roll (seed 0, development users) by benchmarks/camroll_reader_threshold.py: the cosine
-# similarity above which the best sentence comes from a photo of the question's gold evidence (max F1).
-DEFAULT_THRESHOLD = 0.45
+# similarity with the best precision at which the reader still answers half of the supported readings.
+DEFAULT_THRESHOLD = 0.52
 NOT_FOUND = "NOT FOUND"
 _HEADER = re.compile(r"^(?:Photo|Event|Day|Trip|Month)\b[^.]*?\bat [^.]*\.\s*")
 
@@ -154,26 +154,28 @@ class LLMReader:
         return Reading(answer, hit.get("id"), hit.get("date"), 1.0 if hit else 0.0, text)
 
 
-def calibrate_threshold(scores: list[float], supported: list[bool]) -> dict[str, Any]:
-    """The threshold maximising F1 of "answer iff supported" (answer when score >= threshold), with its table."""
+def calibrate_threshold(scores: list[float], supported: list[bool], min_recall: float = 0.5) -> dict[str, Any]:
+    """The threshold with the best precision of "answer when score >= threshold" among those that still answer at
+    least ``min_recall`` of the supported readings (ties: the higher threshold), with the F1-best one beside it."""
     if len(scores) != len(supported) or not scores:
         raise CamrollError("calibrate_threshold needs one 'supported' flag per score, and at least one")
-    order = np.argsort(scores)[::-1]
+    order = np.argsort(scores, kind="stable")[::-1]
     values = np.asarray(scores, dtype=float)[order]
     good = np.asarray(supported, dtype=bool)[order]
     total = int(good.sum())
-    best = {"threshold": float(values[0]) + 1e-6, "f1": 0.0, "precision": None, "recall": 0.0, "answered": 0}
-    hits = 0
+    cuts, hits = [], 0
     for i, value in enumerate(values):
         hits += int(good[i])
         if i + 1 < len(values) and values[i + 1] == value:
             continue
         precision, recall = hits / (i + 1), hits / total if total else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        if f1 > best["f1"]:
-            best = {"threshold": round(float(value), 4), "f1": round(f1, 4), "precision": round(precision, 4),
-                    "recall": round(recall, 4), "answered": i + 1}  # fmt: skip
-    return {**best, "n": len(scores), "supported": total}
+        cuts.append({"threshold": round(float(value), 4), "precision": round(precision, 4),
+                     "recall": round(recall, 4), "f1": round(f1, 4), "answered": i + 1})  # fmt: skip
+    eligible = [c for c in cuts if c["recall"] >= min_recall] or cuts[-1:]
+    chosen = max(eligible, key=lambda c: (c["precision"], c["threshold"]))
+    best_f1 = max(cuts, key=lambda c: (c["f1"], c["threshold"]))
+    return {**chosen, "min_recall": min_recall, "f1_best": best_f1, "n": len(scores), "supported": total}
 
 
 def make_reader(kind: str | None, model: Any = None) -> Reader | None:

@@ -72,8 +72,11 @@ def test_llm_reader_cites_the_note_it_names_and_declines_not_found() -> None:
 
 
 def test_calibration_picks_the_f1_best_threshold_and_make_reader_checks_kinds() -> None:
-    chosen = calibrate_threshold([0.9, 0.8, 0.7, 0.4, 0.3], [True, True, False, False, False])
-    assert chosen["threshold"] == 0.8 and chosen["f1"] == 1.0 and chosen["answered"] == 2
+    scores, supported = [0.9, 0.8, 0.7, 0.4, 0.3], [True, True, False, False, False]
+    chosen = calibrate_threshold(scores, supported)  # best precision at recall >= 0.5: the stricter of two ties
+    assert chosen["threshold"] == 0.9 and chosen["precision"] == 1.0 and chosen["recall"] == 0.5
+    assert calibrate_threshold(scores, supported, min_recall=1.0)["threshold"] == 0.8
+    assert chosen["f1_best"]["threshold"] == 0.8 and chosen["f1_best"]["f1"] == 1.0
     with pytest.raises(CamrollError, match="one 'supported' flag"):
         calibrate_threshold([0.1], [])
     assert make_reader("none") is None and isinstance(make_reader("sentence"), SentenceReader)
