@@ -208,7 +208,8 @@ def test_answers_end_to_end_with_planner_and_scripted_endpoint(ingested) -> None
     assert row["answerer"] == "endpoint" and row["exact"] and row["typed"] and row["judge"] is True
     assert row["cited"] == ["useryfcc3/photo/5001"] and row["evidence_day_hit"] is True
     assert row["tokens"] == endpoint.usage.total_tokens > 0
-    assert "freshly hatched brood" in endpoint.seen[1][-1]["content"]  # the caption reached the model
+    assert "freshly hatched brood" in endpoint.seen[0][-1]["content"]  # prefetched: in its first prompt already
+    assert endpoint.seen[1][-1]["content"].startswith("Answer now")  # one action of its own, then it must answer
 
 
 def test_cli_ask_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
