@@ -483,7 +483,8 @@ class QueryAnswerer:
                 text += f" The nearest photos I found are from {', '.join(dict.fromkeys(offered))}."
             return Decision(answer=text, cited=[])
         when = f" (your photo of {say_date(reading.date)})" if reading.date else ""
-        answer = f'"{reading.answer}"{when}' if reading.answer == reading.sentence else f"{reading.answer}{when}"
+        quoted = getattr(self.reader, "name", "") == "sentence"  # a quoted caption sentence, not a model's words
+        answer = f'"{reading.answer}"{when}' if quoted else f"{reading.answer}{when}"
         return Decision(answer=answer, cited=self._global([reading.photo_id]))
 
     def _read(self, observation: dict[str, Any]) -> Decision:
