@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--skip-template-set", action="store_true", help="skip the original qa.jsonl set")
     parser.add_argument("--dev-report", action="store_true", help="report on the development roll's SEEN templates")
     parser.add_argument("--out", default="benchmarks/results/camroll_paraphrase.json")
+    parser.add_argument("--split-seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="template splits to re-score the rows under (the reported split is 0)")  # fmt: skip
     args = parser.parse_args()
     configure_from_args(args)
 
@@ -59,9 +61,10 @@ def main() -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from agents.camroll.demo_data import DEV_SEED, HELDOUT_SEED, make_demo_roll
     from agents.camroll.memory import CamrollMemory, NoVisual
-    from agents.camroll.paraphrase import generate_paraphrase_qa, training_pairs
+    from agents.camroll.paraphrase import accuracy_by_template_split, generate_paraphrase_qa, training_pairs
     from agents.camroll.parsing import Frame, LearnedParser, RuleParser
     from agents.camroll.qa import run_eval, summarise, summarise_by
+    from agents.camroll.reader import SentenceReader
     from retrieval import VectorStore
     from retrieval.embed import TextEmbedder, make_text_embedder
 
@@ -76,7 +79,9 @@ def main() -> int:
 
     started = time.perf_counter()  # training reads the development timelines only (no roll is needed)
     train_q, train_f = training_pairs(dev_users, DEV_SEED, args.photos_per_user, split="seen")
-    learned = LearnedParser(TextEmbedder()).fit(train_q, [Frame.from_key(f) for f in train_f])
+    learned = None  # trained only when it is run
+    if "query-learned" in args.answerers:
+        learned = LearnedParser(TextEmbedder()).fit(train_q, [Frame.from_key(f) for f in train_f])
     train_seconds = time.perf_counter() - started
 
     paraphrases = {u: generate_paraphrase_qa(u, seed, args.photos_per_user) for u in users}
@@ -84,7 +89,8 @@ def main() -> int:
         paraphrases = {u: [p for p in ps if p.split == "seen"] for u, ps in paraphrases.items()}
     extra = {p.qa.qa_id: {"split": p.split, "intent": p.intent, "template": p.template}
              for ps in paraphrases.values() for p in ps}  # fmt: skip
-    translators = {"query-rules": RuleParser(), "query-learned": learned}
+    translators = {"query-rules": RuleParser(), "query-learned": learned, "query-hybrid": RuleParser()}
+    readers = {"query-hybrid": SentenceReader()}  # the default answerer: rules, then captions read offline
     store_dir = work / f"store-{report_roll}-{args.embedder}"
     shutil.rmtree(store_dir, ignore_errors=True)
     results: dict[str, dict] = {}
@@ -98,7 +104,7 @@ def main() -> int:
             for set_name in ("paraphrase", *(() if args.skip_template_set or args.dev_report else ("templates",))):
                 report = run_eval(
                     data, lambda: memory, users=users, agent=agent, systems=systems,
-                    translator=translators.get(answerer), progress=not args.quiet,
+                    translator=translators.get(answerer), reader=readers.get(answerer), progress=not args.quiet,
                     questions=(lambda u: [p.qa for p in paraphrases[u]]) if set_name == "paraphrase" else None,
                     row_extra=extra if set_name == "paraphrase" else None,
                 )  # fmt: skip
@@ -108,6 +114,7 @@ def main() -> int:
                     entry = {"set": set_name, "answerer": name, "all": summarise(rows)}
                     if set_name == "paraphrase":
                         entry["by_split"] = summarise_by(rows, "split")
+                        entry["by_split_seed"] = {str(k): accuracy_by_template_split(rows, k) for k in args.split_seeds}
                         entry["by_intent"] = {k: v["accuracy"] for k, v in summarise_by(rows, "intent").items()}
                     results[key] = entry
                     if answerer != "planner":  # the baselines' rows are summarised only (size)

@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--users", nargs="+", help="user numbers (default: all)")
     parser.add_argument("--answerer", default=None, help="query (default), planner, llm, endpoint, endpoint-query")
     parser.add_argument("--model", help="llm: model spec; endpoint: http(s) URL")
+    parser.add_argument("--reader", default="sentence", help="query: caption reader sentence|llm|endpoint|none")
     parser.add_argument("--judge", help="opt-in LLM judge: a model spec or URL")
     parser.add_argument("--systems", nargs="+", default=["hierarchical", "flat_rag", "long_context"])
     parser.add_argument("--embedder", default="minilm")
@@ -49,7 +50,7 @@ def main() -> None:
 
     answerer = args.answerer or yfcc.DEFAULT_ANSWERER
     base = Path(args.dir) if args.dir else yfcc.default_yfcc_dir()
-    factory = yfcc.answerer_factory(answerer, args.model)
+    factory = yfcc.answerer_factory(answerer, args.model, reader=args.reader)
     judge_model = load_chat_model(args.judge) if args.judge else None
     with VectorStore(base / "store") as store:
         report = yfcc.evaluate(
@@ -66,6 +67,7 @@ def main() -> None:
             time_budget_s=args.time_budget,
         )
     report["settings"] = {"embedder": args.embedder, "store": str(base / "store"), "model": args.model,
+                          "reader": args.reader if answerer == "query" else None,
                           "judge": args.judge, "paper_tokens_per_question": yfcc.PAPER_TOKENS_PER_QUESTION}  # fmt: skip
     rows = [{"answerer": answerer, "system": system, **summary} for system, summary in report["summary"].items()]
     columns = ["answerer", "system", "n", "exact", "typed", "contains", "token_f1", "judge", "evidence_day_hit",

@@ -48,6 +48,7 @@ from agents.camroll.qa import (  # re-exported: the harness's scoring functions 
     summarise,
     summarise_by,
 )
+from agents.camroll.reader import make_reader
 from agents.camroll.session import AGENTS, ensure_data, make_answerer, open_store
 from core.cli import add_verbosity_args, configure_from_args
 from core.io import atomic_write_json, atomic_write_text
@@ -90,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "endpoint-query (the endpoint writes the typed query)",
     )
     parser.add_argument("--translator", default="rules", choices=("rules", "learned"), help="--agent query: parser")
+    parser.add_argument("--reader", default="sentence", choices=("sentence", "none"),
+                        help="--agent query: caption reader when no query fits (none: decline)")  # fmt: skip
     parser.add_argument(
         "--train-users", type=int, default=6, help="learned translator: users 1..N of the seed-0 timelines"
     )
@@ -158,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 judge_model=judge_model,
                 progress=not args.quiet,
                 translator=translator,
+                reader=make_reader(args.reader) if args.agent == "query" else None,
                 questions=questions,
                 row_extra=extra,
             )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.camroll.errors import CamrollError
-from agents.camroll.session import AGENTS, Session, make_answerer
+from agents.camroll.session import AGENTS, READERS, Session, make_answerer
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 
 logger = logging.getLogger("agents.camroll")
@@ -92,7 +92,7 @@ def _with_agent(args: argparse.Namespace, body: Any) -> Any:
     session = reader_session(args, user)
     try:
         tools = CamrollTools(session.memory, user)
-        answerer = make_answerer(args.agent, args.model, user)
+        answerer = make_answerer(args.agent, args.model, user, reader=args.reader)
         with sqlite_checkpointer(_threads_db(args)) as saver:
             if args.new:
                 prune_thread(saver, user, args.thread)
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "endpoint (tool calls by an endpoint) or endpoint-query (the endpoint writes the typed query)",
             )
             sub.add_argument("--model", help="llm: model spec (default: packaged SmolLM2); endpoint: http(s) URL")
+            sub.add_argument("--reader", default="sentence", choices=READERS,
+                             help="query: caption reader for what no query fits (default sentence: offline MiniLM; "
+                             "llm / endpoint: a chat model on --model; none: decline)")  # fmt: skip
             sub.add_argument("--thread", default="default", help="conversation thread name (default: default)")
             sub.add_argument("--new", action="store_true", help="start the thread afresh (drop its saved turns)")
             sub.add_argument("--today", help="the date questions are asked on, YYYY-MM-DD (default: today)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from agents.camroll.demo_data import DISHES
 from agents.camroll.facts import Vocabulary
-from agents.camroll.parsing import RuleParser, Translator
+from agents.camroll.parsing import RuleParser, Translator, extract_slots
 from agents.camroll.query import Query, answer_text, failure_text, say_date
 from agents.camroll.tools import TOOL_ARGS, render_result, tool_descriptions
 from core.jsontext import first_json_object_text
@@ -388,10 +388,15 @@ class QueryAnswerer:
 
     uses_turns = True
 
-    def __init__(self, user: str, translator: Translator | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, user: str, translator: Translator | None = None, name: str | None = None, reader: Any = None
+    ) -> None:
         self.user_prefix = f"user{user}"
         self.translator = translator if translator is not None else RuleParser()
-        self.name = name or f"query-{self.translator.name}"
+        # With a reader (agents.camroll.reader), a question no query fits is answered from the captions of the
+        # user's photos that a search finds (the hybrid default), or declined when the reader finds nothing.
+        self.reader = reader
+        self.name = name or f"query-{self.translator.name}" + (f"+{reader.name}-reader" if reader else "")
         self.vocab: Vocabulary | None = None
         self.turns: list[dict[str, Any]] = []
         self._translated: dict[tuple[str, str, str], Query | None] = {}
@@ -426,6 +431,8 @@ class QueryAnswerer:
             self.vocab = Vocabulary(**{k: Counter(found.get(k) or []) for k in Vocabulary.__dataclass_fields__})
         if "query" in by_tool:
             return self._read(by_tool["query"])
+        if "search_by_text" in by_tool and self.reader is not None:
+            return self._read_captions(question, today, by_tool["search_by_text"])
         if "search_by_text" in by_tool:  # no query fitted: offer the nearest events, not an answer
             hits = (by_tool["search_by_text"].get("result") or {}).get("results", [])[:3]
             text = "I can't turn that question into a query over your photos."
@@ -438,9 +445,48 @@ class QueryAnswerer:
                     text += f' The closest reads: "{closest}"'
             return Decision(answer=text, cited=[])
         query = self.translate(question, today)
+        if query is None and self.reader is not None:
+            return Decision(calls=[{"tool": "search_by_text", "args": self.caption_search(question, today)}])
         if query is None:
             return Decision(calls=[{"tool": "search_by_text", "args": {"query": question, "k": 3, "level": "event"}}])
         return Decision(calls=[{"tool": "query", "args": query.model_dump(mode="json", exclude_none=True)}])
+
+    def caption_search(self, question: str, today: dt.date) -> dict[str, Any]:
+        """A photo-level search on the question, inside the time range it names (a season without a year: none)."""
+        from agents.camroll.reader import READ_K
+
+        args: dict[str, Any] = {"query": question[:500], "k": READ_K * 2, "level": "photo"}
+        assert self.vocab is not None
+        slot = extract_slots(question, today, self.vocab).time
+        if slot is not None and not slot.months and (slot.start or slot.end):
+            args.update({k: v.isoformat() for k, v in (("start", slot.start), ("end", slot.end)) if v is not None})
+        return args
+
+    def caption_hits(self, question: str, today: dt.date, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """The searched photos a reader reads: those naming the question's entities first, then by score."""
+        from agents.camroll.reader import READ_K
+
+        hits = list((result or {}).get("results") or [])
+        assert self.vocab is not None
+        slots = extract_slots(question, today, self.vocab)
+        names = [n.lower() for n in (*slots.places, *slots.items, *slots.people, *slots.cities)]
+        hits.sort(key=lambda h: not any(n in str(h.get("text", "")).lower() for n in names))  # stable
+        return hits[:READ_K]
+
+    def _read_captions(self, question: str, today: dt.date, observation: dict[str, Any]) -> Decision:
+        """The reader's answer from the searched photos, cited; a declined reading is said to be one."""
+        hits = self.caption_hits(question, today, observation.get("result") or {})
+        reading = self.reader.read(question, hits)
+        if reading.answer is None or not reading.photo_id:
+            text = "I can't answer that from your photos: none of the photos I found says it."
+            offered = [f"{say_date(h['date'])}" for h in hits[:3] if h.get("date")]
+            if offered:
+                text += f" The nearest photos I found are from {', '.join(dict.fromkeys(offered))}."
+            return Decision(answer=text, cited=[])
+        when = f" (your photo of {say_date(reading.date)})" if reading.date else ""
+        quoted = getattr(self.reader, "name", "") == "sentence"  # a quoted caption sentence, not a model's words
+        answer = f'"{reading.answer}"{when}' if quoted else f"{reading.answer}{when}"
+        return Decision(answer=answer, cited=self._global([reading.photo_id]))
 
     def _read(self, observation: dict[str, Any]) -> Decision:
         if "error" in observation:
@@ -526,8 +572,18 @@ class LLMAnswerer:
         max_new_tokens: int = 96,
         constrained: bool = False,
         tool_first: bool = True,
+        prefetch_k: int = 0,
+        prose_answers: bool = False,
+        max_repairs: int | None = None,
     ) -> None:
         self.model = model
+        # A lean loop for slow or weak endpoints: ``prefetch_k`` runs the obvious first call (a photo-level text
+        # search on the question) for the model, so its first reply already reads the evidence; with
+        # ``prose_answers`` a reply holding no JSON at all, once a tool result was read, is the answer; after
+        # ``max_repairs`` invalid replies the last one is the answer (None: only the step limit stops it).
+        self.prefetch_k = prefetch_k
+        self.prose_answers = prose_answers
+        self.max_repairs = max_repairs
         # Small models tend to answer from nothing; with tool_first the first action must look at the roll (a
         # constrained decoder cannot pick "answer" then; a prompted model that answers is asked once to look).
         self.tool_first = tool_first
@@ -561,6 +617,9 @@ class LLMAnswerer:
 
     def step(self, question: str, today: dt.date, observations: list[dict[str, Any]]) -> Decision:
         """Ask the model for its next action; after ``max_steps`` actions, force an answer."""
+        if self.prefetch_k and not observations:
+            args = {"query": question[:500], "k": self.prefetch_k, "level": "photo"}
+            return Decision(calls=[{"tool": "search_by_text", "args": args}])
         messages = self.messages(question, today, observations)
         if len(observations) >= self.max_steps:
             messages.append(
@@ -574,7 +633,11 @@ class LLMAnswerer:
             action = parse_action(reply)
         except ReplyFormatError as exc:
             self.format_errors += 1
-            if len(observations) >= self.max_steps:
+            read = any("result" in o for o in observations)
+            if self.prose_answers and read and "{" not in reply and reply.strip():
+                return Decision(answer=reply.strip()[:300], cited=self._attribute(question, reply, observations))
+            repairs = sum(1 for o in observations if "raw" in o)
+            if len(observations) >= self.max_steps or (self.max_repairs is not None and repairs >= self.max_repairs):
                 return Decision(answer=reply.strip()[:300] or "I don't know.", cited=[])
             return Decision(calls=[{"tool": "__invalid__", "args": {}, "raw": reply, "error": str(exc)}])
         if "answer" in action and self.tool_first and not observations:
@@ -586,6 +649,20 @@ class LLMAnswerer:
         if len(observations) >= self.max_steps:
             return Decision(answer="I don't know.", cited=[])
         return Decision(calls=[action])
+
+    def _attribute(self, question: str, reply: str, observations: list[dict[str, Any]]) -> list[str]:
+        """For a prose answer (no ids): the read photo sharing most words with the answer beyond the question's."""
+        asked = set(re.findall(r"[a-z]{3,}", question.lower()))
+        said = set(re.findall(r"[a-z]{3,}", reply.lower())) - asked
+        best, best_overlap = None, 0
+        for observation in observations:
+            for hit in (observation.get("result") or {}).get("results") or []:
+                if "/photo/" not in str(hit.get("id", "")):
+                    continue
+                overlap = len(said & set(re.findall(r"[a-z]{3,}", str(hit.get("text", "")).lower())))
+                if overlap > best_overlap:
+                    best, best_overlap = hit["id"], overlap
+        return [best] if best else []
 
 
 # ------------------------------------------------------------------------------------ constrained decoding

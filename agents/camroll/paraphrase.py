@@ -157,6 +157,20 @@ def template_split(seed: int = 0) -> dict[str, str]:
     return split
 
 
+def accuracy_by_template_split(rows: list[dict[str, Any]], split_seed: int) -> dict[str, dict[str, float | int]]:
+    """Seen/unseen accuracy of scored rows (each with ``template`` and ``correct``) under another split seed.
+
+    The questions do not depend on the split (one per template and user), so one run is re-scored under any
+    split seed without asking again.
+    """
+    split = template_split(split_seed)
+    out: dict[str, dict[str, float | int]] = {}
+    for name in ("seen", "unseen"):
+        mine = [bool(r["correct"]) for r in rows if split.get(r["template"]) == name]
+        out[name] = {"n": len(mine), "accuracy": round(sum(mine) / len(mine), 4) if mine else float("nan")}
+    return out
+
+
 @dataclass(frozen=True)
 class ParaphraseQA:
     """A generated question with its intent, template id, frame and split."""

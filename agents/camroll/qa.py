@@ -72,7 +72,7 @@ def find_dates(text: str) -> list[dt.date]:
 
 
 # How the query answerer says it has no answer; what follows (the nearest events it offers) never scores.
-DECLINED = ("I found no photos", "I can't turn that question")
+DECLINED = ("I found no photos", "I can't turn that question", "I can't answer that from your photos")
 
 
 def is_correct(qa: Any, prediction: str) -> bool:
@@ -243,11 +243,13 @@ def run_eval(
     translator: Any = None,
     questions: Any = None,
     row_extra: dict[str, dict[str, Any]] | None = None,
+    reader: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``systems`` on the QA of ``users``; ``memory_factory()`` gives a CamrollMemory on ``data``.
 
     ``agent``: planner (the template planner), query (typed queries; ``translator`` picks the parser, default
-    the rule parser), llm or endpoint (tool calls), endpoint-query (``model`` translates into typed queries).
+    the rule parser; ``reader`` reads captions for what no query fits), llm or endpoint (tool calls),
+    endpoint-query (``model`` translates into typed queries).
     ``questions(user)`` replaces the roll's qa.jsonl (e.g. the paraphrase set); ``row_extra[qa_id]`` is merged
     into that question's rows. The baselines read with the planner unless the agent is an LLM.
     """
@@ -273,7 +275,7 @@ def run_eval(
         if agent == "endpoint-query":
             query_answerer = QueryAnswerer(user, LLMParser(model), name=agent)
         elif agent == "query":
-            query_answerer = QueryAnswerer(user, translator)
+            query_answerer = QueryAnswerer(user, translator, reader=reader)
         for qa in qas:
             for system in systems:
                 before = model.usage.total_tokens if model is not None else 0

@@ -108,9 +108,10 @@ def _contains(haystack: str, needle: str) -> bool:
 def values(meta: dict[str, Any], field: str) -> list[str]:
     """A node's values of one field (lists for items and people; one value for the rest)."""
     if field == "item":
-        return list(meta.get("items") or []) + [
-            o for o in meta.get("objects") or [] if o not in (meta.get("items") or [])
-        ]
+        items = list(meta.get("items") or [])
+        if items and meta.get("activity") == "meal":  # at a meal the caption names the dishes; the objects the
+            return items  # visual back end saw there (plate, table, fork) are not what was eaten
+        return items + [o for o in meta.get("objects") or [] if o not in items]
     if field == "person":
         return list(meta.get("people") or [])
     if field == "date":

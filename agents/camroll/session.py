@@ -47,16 +47,44 @@ def open_store(spec: str | None, read_only: bool = False) -> Any:
 
 
 AGENTS = ("query", "planner", "llm", "endpoint", "endpoint-query")
+# The endpoint's tool loop, lean: the first photo search done for it (3 hits, so its first prompt holds evidence),
+# then one action of its own and an answer (at most two model calls), a prose reply after reading is the answer,
+# one repair round, 64 new tokens (an action or a short answer fits).
+ENDPOINT_LOOP = {"prefetch_k": 3, "prose_answers": True, "max_repairs": 1, "max_new_tokens": 64, "max_steps": 2}
+ENDPOINT_TIMEOUT_S = 600.0  # a model served from a shared CPU answers a 2k-token prompt in minutes, not seconds
 
 
-def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
-    """query (default: typed query from the rule parser), planner (the old template planner), llm (local model
-    choosing tools, default the packaged SmolLM2), endpoint (an OpenAI-compatible URL choosing tools) or
-    endpoint-query (the endpoint translates the question into a typed query)."""
+READERS = ("sentence", "llm", "endpoint", "none")
+
+
+def reader_model(reader: str | None, model_spec: str | None) -> Any:
+    """The chat model an ``llm``/``endpoint`` caption reader needs (None for the offline readers)."""
+    from mllm.backbones import load_chat_model
+
+    if reader == "llm":
+        return load_chat_model(model_spec or "default")
+    if reader == "endpoint":
+        if not model_spec or not model_spec.startswith(("http://", "https://")):
+            raise CamrollError("--reader endpoint needs --model http(s)://host:port/v1[#model-name]")
+        return load_chat_model(model_spec, timeout=ENDPOINT_TIMEOUT_S)
+    return None
+
+
+def make_answerer(
+    kind: str, model_spec: str | None, user: str, reader: str | None = "sentence", reader_chat: Any = None
+) -> Any:
+    """query (default: typed query from the rule parser, and a caption reader for what no query fits: the
+    offline ``sentence`` reader, an ``llm``/``endpoint`` one on ``model_spec``, or ``none`` to decline), planner
+    (the old template planner), llm (local model choosing tools, default the packaged SmolLM2), endpoint (an
+    OpenAI-compatible URL choosing tools) or endpoint-query (the endpoint translates the question into a typed
+    query). ``reader_chat``: an already loaded model for an LLM reader."""
     from agents.camroll.answerers import LLMAnswerer, PlannerAnswerer, QueryAnswerer
+    from agents.camroll.reader import make_reader
 
     if kind == "query":
-        return QueryAnswerer(user)
+        if reader in ("llm", "endpoint") and reader_chat is None:
+            reader_chat = reader_model(reader, model_spec)
+        return QueryAnswerer(user, reader=make_reader(reader, reader_chat))
     if kind == "planner":
         return PlannerAnswerer(user)
     from mllm.backbones import load_chat_model
@@ -66,11 +94,12 @@ def make_answerer(kind: str, model_spec: str | None, user: str) -> Any:
     if kind in ("endpoint", "endpoint-query"):
         if not model_spec or not model_spec.startswith(("http://", "https://")):
             raise CamrollError(f"--agent {kind} needs --model http(s)://host:port/v1[#model-name]")
+        chat = load_chat_model(model_spec, timeout=ENDPOINT_TIMEOUT_S)
         if kind == "endpoint-query":
             from agents.camroll.parsing import LLMParser
 
-            return QueryAnswerer(user, LLMParser(load_chat_model(model_spec)), name="endpoint-query")
-        return LLMAnswerer(load_chat_model(model_spec), user, name="endpoint")
+            return QueryAnswerer(user, LLMParser(chat), name="endpoint-query")
+        return LLMAnswerer(chat, user, name="endpoint", **ENDPOINT_LOOP)
     raise CamrollError(f"--agent {kind!r}: use {', '.join(AGENTS)}")
 
 

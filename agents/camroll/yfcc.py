@@ -575,8 +575,10 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def score_answer(record: QARecord, reference: str, prediction: str) -> dict[str, Any]:
     """exact (after ``normalise_answer``), typed (the camroll harness's matcher), contains, token F1."""
-    from agents.camroll.qa import is_correct
+    from agents.camroll.qa import DECLINED, is_correct
 
+    if str(prediction or "").startswith(DECLINED):  # a declined answer scores nothing, whatever it offers
+        prediction = ""
     pred, gold = normalise_answer(prediction), normalise_answer(reference)
     return {
         "exact": bool(gold) and pred == gold,
@@ -592,19 +594,32 @@ def score_answer(record: QARecord, reference: str, prediction: str) -> dict[str,
 AnswererFactory = Callable[[str], Any]
 
 
-def answerer_factory(kind: str = DEFAULT_ANSWERER, model_spec: str | None = None, model: Any = None) -> AnswererFactory:
+def answerer_factory(
+    kind: str = DEFAULT_ANSWERER, model_spec: str | None = None, model: Any = None, reader: str | None = "sentence"
+) -> AnswererFactory:
     """A function user -> answerer: ``kind`` as the session names it (default: the session's default answerer).
 
     ``model`` (a loaded ChatModel, e.g. a scripted one in tests) makes an LLM answerer named ``kind`` on it; an
-    ``llm``/``endpoint`` kind without one loads ``model_spec`` once, not once per user.
+    ``llm``/``endpoint`` kind without one loads ``model_spec`` once, not once per user. ``reader``: the query
+    answerer's caption reader (``sentence``, ``llm``, ``endpoint`` or ``none``); an LLM reader's model is
+    ``model`` or ``model_spec``, loaded once.
     """
     from agents.camroll.answerers import LLMAnswerer
-    from agents.camroll.session import make_answerer
+    from agents.camroll.session import ENDPOINT_LOOP, make_answerer, reader_model
+
+    if kind == "query":  # one reader (and its model) for every user and question
+        from agents.camroll.answerers import QueryAnswerer
+        from agents.camroll.reader import make_reader
+
+        chat = model if model is not None else reader_model(reader, model_spec)
+        shared = make_reader(reader, chat)
+        return lambda user: QueryAnswerer(user, reader=shared)
 
     if model is None and kind in ("llm", "endpoint"):
         model = make_answerer(kind, model_spec, "0").model
     if model is not None:
-        return lambda user: LLMAnswerer(model, user, name=kind, constrained=kind == "llm")
+        loop = ENDPOINT_LOOP if kind == "endpoint" else {}
+        return lambda user: LLMAnswerer(model, user, name=kind, constrained=kind == "llm", **loop)
     return lambda user: make_answerer(kind, model_spec, user)
 
 

@@ -85,7 +85,7 @@ def _ask(args: argparse.Namespace) -> dict[str, Any]:
     try:
         user = users[0]
         today = dt.date.fromisoformat(args.today) if args.today else user.question_date
-        answerer = yfcc.answerer_factory(args.answerer, args.model)(user.user)
+        answerer = yfcc.answerer_factory(args.answerer, args.model, reader=args.reader)(user.user)
         result = ask(build_graph(CamrollTools(memory, user.user), answerer), args.question, today)
         return {"user": user.user, "today": today.isoformat(), **result}
     finally:
@@ -100,7 +100,7 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
     from retrieval.embed import make_text_embedder
 
     base = _base(args)
-    factory = yfcc.answerer_factory(args.answerer, args.model)
+    factory = yfcc.answerer_factory(args.answerer, args.model, reader=args.reader)
     judge_model = load_chat_model(args.judge) if args.judge else None
     with VectorStore(base / "store") as store:
         report = yfcc.evaluate(
@@ -148,6 +148,12 @@ def add_verbs(sub: Any) -> None:
             "--answerer", default=DEFAULT_ANSWERER, help=f"default {DEFAULT_ANSWERER}; planner, llm, endpoint"
         )
         parser.add_argument("--model", help="llm: model spec (default packaged SmolLM2); endpoint: http(s) URL")
+        parser.add_argument(
+            "--reader",
+            default="sentence",
+            choices=("sentence", "llm", "endpoint", "none"),
+            help="query answerer: caption reader for what no query fits (default: sentence, offline)",
+        )
 
     convert = sub.add_parser("convert", help="write the users as a camroll roll (photos.jsonl, qa.jsonl, captions/)")
     common(convert)

@@ -19,7 +19,7 @@ from agents.camroll.memory import CamrollMemory, NoVisual, to_seconds
 from agents.camroll.paraphrase import TEMPLATES, generate_paraphrase_qa, template_split, training_pairs
 from agents.camroll.parsing import Frame, LearnedParser, LLMParser, RuleParser, extract_slots, parse_time
 from agents.camroll.qa import is_correct
-from agents.camroll.query import Filter, Query, Relative, execute, failure_text, is_empty, nearest
+from agents.camroll.query import Filter, Query, Relative, execute, failure_text, is_empty, nearest, values
 from agents.camroll.tools import CamrollTools
 from retrieval import VectorStore
 from retrieval.embed import HashingEmbedder
@@ -350,3 +350,22 @@ def test_paraphrase_set_needs_a_demo_roll_manifest(tmp_path: Path, memory: Camro
         roll_paraphrases(tmp_path, ["1"])
     sets = roll_paraphrases(memory.data_root, ["12"], split="unseen")
     assert sets["12"] and {p.split for p in sets["12"]} == {"unseen"}
+
+
+def test_dishes_at_a_meal_are_not_mixed_with_the_objects_seen_there() -> None:
+    meal = {"level": "event", "activity": "meal", "items": ["carbonara"], "objects": ["plate", "dining table"]}
+    assert values(meal, "item") == ["carbonara"]  # "what did I eat" reports the dish, not the plate
+    assert values({**meal, "items": []}, "item") == ["plate", "dining table"]  # no dish named: what was seen
+    walk = {"level": "event", "activity": "park", "items": ["kite"], "objects": ["kite", "dog"]}
+    assert values(walk, "item") == ["kite", "dog"]  # elsewhere the things seen are items too
+
+
+def test_rows_are_rescored_under_another_template_split() -> None:
+    from agents.camroll.paraphrase import accuracy_by_template_split
+
+    split0 = template_split(0)
+    rows = [{"template": t, "correct": s == "seen"} for t, s in split0.items()]
+    same = accuracy_by_template_split(rows, 0)
+    assert same["seen"]["accuracy"] == 1.0 and same["unseen"]["accuracy"] == 0.0
+    other = accuracy_by_template_split(rows, 1)
+    assert other["seen"]["n"] == same["seen"]["n"] and 0.0 < other["unseen"]["accuracy"] < 1.0

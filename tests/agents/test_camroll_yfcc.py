@@ -208,7 +208,8 @@ def test_answers_end_to_end_with_planner_and_scripted_endpoint(ingested) -> None
     assert row["answerer"] == "endpoint" and row["exact"] and row["typed"] and row["judge"] is True
     assert row["cited"] == ["useryfcc3/photo/5001"] and row["evidence_day_hit"] is True
     assert row["tokens"] == endpoint.usage.total_tokens > 0
-    assert "freshly hatched brood" in endpoint.seen[1][-1]["content"]  # the caption reached the model
+    assert "freshly hatched brood" in endpoint.seen[0][-1]["content"]  # prefetched: in its first prompt already
+    assert endpoint.seen[1][-1]["content"].startswith("Answer now")  # one action of its own, then it must answer
 
 
 def test_cli_ask_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,3 +237,20 @@ def test_yfcc_verb_mounts_on_another_cli() -> None:
     yfcc_cli.add_parser(parser.add_subparsers(dest="verb", required=True))
     args = parser.parse_args(["yfcc", "ask", "--user", "3", "--answerer", "planner", "What day was it?"])
     assert args.run is yfcc_cli._ask and args.user == "3" and args.question == "What day was it?"
+
+
+def test_hybrid_default_reads_the_caption_detail_and_scores_declines_as_nothing(ingested) -> None:
+    memory, (web, _), _, _ = ingested
+    kite = yfcc.YfccUser(web.number, web.layout, web.source, web.photos, web.questions[1:2])
+    assert kite.questions[0].answer == "red"
+    reader = ScriptedEndpoint(["red [1]"])
+    factory = yfcc.answerer_factory("query", model=reader, reader="endpoint")
+    [row] = yfcc.answer_user(memory, kite, factory, systems=("hierarchical",))
+    assert row["answerer"] == "query-rules+endpoint-reader" and row["prediction"].startswith("red (your photo of")
+    assert row["cited"] == ["useryfcc3/photo/5004"] and row["contains"]
+    assert "red kite" in reader.seen[0][1]["content"]  # the caption reached the reader, the question after it
+    offline = yfcc.answer_user(memory, kite, yfcc.answerer_factory("query", reader="none"), systems=("hierarchical",))
+    assert offline[0]["prediction"].startswith("I can't turn that question")  # no reader: declined, as before
+    record = yfcc.qa_record(kite, kite.questions[0])
+    declined = yfcc.score_answer(record, "red", "I can't answer that from your photos. The nearest: a red kite.")
+    assert not any(declined[k] for k in ("exact", "typed", "contains")) and declined["token_f1"] == 0
