@@ -172,3 +172,14 @@ def test_lift_positives_keep_the_top_k_pairs_per_item_and_are_sparse_on_dense_co
     assert ((lift > 0).sum(1) >= 1).mean() > 0.9  # most items keep a positive
     with pytest.raises(Exception, match="weighting"):
         behaviour_positives(source, target, weighting="nope")
+
+
+def test_tuning_selects_on_the_cold_validation_items(synthetic_task):
+    from mllm.rgcd.pipeline import tune_method
+
+    _, task = synthetic_task
+    grid = ({"reg_weight": 1e-4}, {"reg_weight": 10.0})
+    chosen, runs = tune_method("shared_id", task, {}, grid=grid, seed=0, epochs=2)
+    assert len(runs) == 2 and [r["hyperparameters"]["reg_weight"] for r in runs] == [1e-4, 10.0]
+    scores = [r["cold_valid"]["ndcg@10"] for r in runs]
+    assert chosen == grid[int(np.argmax(scores))]
