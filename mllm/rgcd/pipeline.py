@@ -608,7 +608,8 @@ def evaluate_methods(
     """Every method x seed on one cold-start task; returns (and writes to ``out``) runs and the summary.
 
     Methods in ``tune`` first get the same tuning budget (``TUNING_GRID`` at seed 0, selected on the cold users'
-    validation items); the others run at the defaults."""
+    validation items). The others inherit a tuned setting so that each comparison changes one thing: the
+    content methods and ablations take ``full``'s, the target-only model ``shared_id``'s (defaults otherwise)."""
     from core.io import atomic_write_json
     from mllm.rgcd.data import cold_start_task
     from mllm.rgcd.errors import RGCDDataError
@@ -630,6 +631,10 @@ def evaluate_methods(
             method, task, contents, epochs=epochs, content_shared_space=content_shared_space
         )
         tuning_runs += tried
+    for method in methods:
+        parent = "shared_id" if method == "target_only" else "full" if method in METHOD_SPECS else None
+        if method not in settings and parent in settings:
+            settings[method] = settings[parent]
     runs = []
     for seed in seeds:
         for method in methods:
