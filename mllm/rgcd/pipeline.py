@@ -260,11 +260,25 @@ def fit_decomposition(
         parts,
         {
             "n_positive_pairs": int((matrix > 0).sum()),
+            "effective_positives_per_source_item": effective_positives(matrix),
+            "n_target_items": int(matrix.shape[1]),
             "positives": positives,
             "residual": residual,
             "final_losses": history[-1] if history else {},
         },
     )
+
+
+def effective_positives(matrix: np.ndarray) -> float:
+    """Median over source items of exp(entropy) of the row-normalised positive weights: how many target items a
+    source item's soft label is spread over (1: one sharp positive; n_target: uniform, no alignment signal)."""
+    rows = matrix[matrix.sum(1) > 0]
+    if rows.size == 0:
+        return 0.0
+    labels = rows / rows.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(labels > 0, labels * np.log(labels), 0.0).sum(1)
+    return float(np.median(np.exp(entropy)))
 
 
 @dataclass

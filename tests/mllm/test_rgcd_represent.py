@@ -170,6 +170,12 @@ def test_lift_positives_keep_the_top_k_pairs_per_item_and_are_sparse_on_dense_co
     lift = behaviour_positives(source, target, weighting="lift", top_k=3)
     assert (lift > 0).sum() <= 40 * 3 + 30 * 3 and (lift > 0).mean() < 0.25  # the union of both top-3 lists
     assert ((lift > 0).sum(1) >= 1).mean() > 0.9  # most items keep a positive
+    from mllm.rgcd.pipeline import effective_positives
+
+    # the dense cosine labels are spread over nearly every target item, the lift labels over a handful
+    assert effective_positives(behaviour_positives(source, target, weighting="cosine")) > 25
+    assert effective_positives(lift) < 8
+    assert effective_positives(np.eye(3, dtype=np.float32)) == pytest.approx(1.0)
     with pytest.raises(Exception, match="weighting"):
         behaviour_positives(source, target, weighting="nope")
 
