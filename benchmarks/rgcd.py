@@ -51,9 +51,11 @@ def synthetic_data():
 def distill(args: argparse.Namespace) -> dict[str, Any]:
     """Train one student (reasoning or titles targets) and embed every item of the subsample."""
     out = RUNS / f"ml1m_student_{args.targets}{args.suffix}"
-    return distill_and_embed(
+    summary = distill_and_embed(
         ml1m_data(), args.teacher, out, targets=args.targets, epochs=args.epochs, lr=args.lr, seed=0
     )
+    print(f"wrote {write_results(f'rgcd_ml1m_student_{args.targets}{args.suffix}', summary)}")
+    return summary
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
