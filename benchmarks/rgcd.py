@@ -50,8 +50,12 @@ def synthetic_data():
 
 def distill(args: argparse.Namespace) -> dict[str, Any]:
     """Train one student (reasoning or titles targets) and embed every item of the subsample."""
-    out = RUNS / f"ml1m_student_{args.targets}"
-    return distill_and_embed(ml1m_data(), args.teacher, out, targets=args.targets, epochs=args.epochs, seed=0)
+    out = RUNS / f"ml1m_student_{args.targets}{args.suffix}"
+    summary = distill_and_embed(
+        ml1m_data(), args.teacher, out, targets=args.targets, epochs=args.epochs, lr=args.lr, seed=0
+    )
+    print(f"wrote {write_results(f'rgcd_ml1m_student_{args.targets}{args.suffix}', summary)}")
+    return summary
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,12 +65,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.data == "ml1m":
         data = ml1m_data()
         embeddings = {
-            name: RUNS / f"ml1m_student_{name}" / "item_embeddings.npz"
+            name: RUNS / f"ml1m_student_{name}{args.student_suffix}" / "item_embeddings.npz"
             for name in ("reasoning", "titles")
-            if (RUNS / f"ml1m_student_{name}" / "item_embeddings.npz").is_file()
+            if (RUNS / f"ml1m_student_{name}{args.student_suffix}" / "item_embeddings.npz").is_file()
         }
-        kept = [m for m in methods if m not in ("full", "student_raw", "no_residual", "no_behaviour")
-                or "reasoning" in embeddings]  # fmt: skip
+        needs_student = [m for m in methods if m not in ("pop", "target_only", "shared_id", "minilm", "titles_student")]
+        kept = [m for m in methods if m not in needs_student or "reasoning" in embeddings]
         methods = [m for m in kept if m != "titles_student" or "titles" in embeddings]
         note = "ML-1M genre split (target: Comedy); student embeddings from SmolLM2-135M distilled on the teacher cache"
     else:
@@ -95,8 +99,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs,
         out=RUNS / f"{args.name or 'rgcd_' + args.data}_partial.json",
         minilm_cache=RUNS / f"{args.data}_minilm.npz",
+        tune=[m for m in args.tune.split(",") if m and m in methods],
+        content_shared_space=args.data != "amazon",  # Amazon's attribute projections differ per category
     )
-    payload = {"data": args.data, "note": note, "subsample": ML1M if args.data == "ml1m" else {}, **result}
+    payload = {
+        "data": args.data,
+        "note": note,
+        "subsample": ML1M if args.data == "ml1m" else {},
+        "student_suffix": args.student_suffix,
+        **result,
+    }
     path = write_results(args.name or f"rgcd_{args.data}", payload)
     print_table(
         result["summary"],
@@ -115,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--teacher", default=str(RUNS / "ml1m_teacher.jsonl"))
     d.add_argument("--targets", default="reasoning", choices=("reasoning", "titles"))
     d.add_argument("--epochs", type=int, default=2)
+    d.add_argument("--lr", type=float, default=5e-4)
+    d.add_argument("--suffix", default="", help="student folder suffix")
     e = steps.add_parser("eval")
     e.add_argument("--data", default="ml1m", choices=("ml1m", "synthetic", "amazon"))
     e.add_argument("--methods", default="all")
@@ -123,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-cold", type=int, default=2)
     e.add_argument("--epochs", type=int, default=30)
     e.add_argument("--name", default=None, help="results name (default rgcd_<data>)")
+    e.add_argument("--student-suffix", default="", help="ml1m: read runs/rgcd/ml1m_student_<targets><suffix>")
+    e.add_argument(
+        "--tune",
+        default="shared_id,full",
+        help="methods that get the tuning grid (same budget each; selected on the cold users' validation items)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

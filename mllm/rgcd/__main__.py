@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     represent.add_argument("--out", required=True, help="output folder")
     represent.add_argument("--store", default=None, help="the VectorStore directory (default: the shared store)")
     represent.add_argument("--no-residual", action="store_true")
-    represent.add_argument("--positives", default="behaviour", choices=("behaviour", "content"))
+    represent.add_argument(
+        "--positives",
+        default="behaviour",
+        choices=("behaviour", "behaviour_cosine", "content"),
+        help="behaviour: lift (positive PMI, top 10); behaviour_cosine: dense cosine-normalised co-engagement",
+    )
     represent.add_argument("--seed", type=int, default=0)
 
     evaluate = verbs.add_parser("eval", help="two-tower retrieval on the cold target domain")

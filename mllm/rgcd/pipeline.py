@@ -245,8 +245,9 @@ def fit_decomposition(
 
     source, target = standardise(source, target)
     train = task.split.train
-    if positives == "behaviour":
-        matrix = behaviour_positives(task.source.to_csr(), train.to_csr())
+    if positives in ("behaviour", "behaviour_cosine"):
+        weighting = "cosine" if positives == "behaviour_cosine" else "lift"
+        matrix = behaviour_positives(task.source.to_csr(), train.to_csr(), weighting=weighting)
     else:
         matrix = content_positives(source, target)
     config = DecompositionConfig(residual=residual, seed=seed, steps=steps)
@@ -259,11 +260,25 @@ def fit_decomposition(
         parts,
         {
             "n_positive_pairs": int((matrix > 0).sum()),
+            "effective_positives_per_source_item": effective_positives(matrix),
+            "n_target_items": int(matrix.shape[1]),
             "positives": positives,
             "residual": residual,
             "final_losses": history[-1] if history else {},
         },
     )
+
+
+def effective_positives(matrix: np.ndarray) -> float:
+    """Median over source items of exp(entropy) of the row-normalised positive weights: how many target items a
+    source item's soft label is spread over (1: one sharp positive; n_target: uniform, no alignment signal)."""
+    rows = matrix[matrix.sum(1) > 0]
+    if rows.size == 0:
+        return 0.0
+    labels = rows / rows.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.where(labels > 0, labels * np.log(labels), 0.0).sum(1)
+    return float(np.median(np.exp(entropy)))
 
 
 @dataclass
@@ -349,7 +364,14 @@ def represent_and_export(
 # ---------------------------------------------------------------------------------------------- evaluate
 
 BASELINES = ("pop", "target_only", "shared_id", "minilm", "student_raw")
-FULL_AND_ABLATIONS = ("full", "titles_student", "no_residual", "no_behaviour")
+FULL_AND_ABLATIONS = (
+    "full",
+    "titles_student",
+    "no_residual",
+    "no_behaviour",
+    "full_cosine_positives",
+    "full_separate_projections",
+)
 METHODS = BASELINES + FULL_AND_ABLATIONS
 # which embeddings file each content method reads ("reasoning": the distilled student, "titles": the
 # student trained on titles, "minilm": MiniLM text embeddings) and how the decomposition is run
@@ -360,13 +382,41 @@ METHOD_SPECS: dict[str, dict[str, Any]] = {
     "titles_student": {"embeddings": "titles", "decompose": True, "residual": True, "positives": "behaviour"},
     "no_residual": {"embeddings": "reasoning", "decompose": True, "residual": False, "positives": "behaviour"},
     "no_behaviour": {"embeddings": "reasoning", "decompose": True, "residual": True, "positives": "content"},
+    # the pre-fix behavioural weighting (dense cosine-normalised co-engagement), for the comparison in the docs
+    "full_cosine_positives": {
+        "embeddings": "reasoning",
+        "decompose": True,
+        "residual": True,
+        "positives": "behaviour_cosine",
+    },
+    # the pre-fix consumption: every feature column through a per-domain projection (no shared matrix)
+    "full_separate_projections": {
+        "embeddings": "reasoning",
+        "decompose": True,
+        "residual": True,
+        "positives": "behaviour",
+        "shared_projection": False,
+    },
 }
 
 
 def method_features(
-    method: str, task: Any, contents: dict[str, tuple[np.ndarray, np.ndarray]], seed: int
-) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
-    """(source features for the user tower, target item features, diagnostics) for a content method."""
+    method: str,
+    task: Any,
+    contents: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    shared_projection: bool = True,
+    content_shared_space: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None, int, dict[str, Any]]:
+    """(source item features, target item features, shared feature columns, diagnostics) for a content method.
+
+    Features are standardised with the union of both domains' statistics. Columns that lie in one space for both
+    domains (an undecomposed content embedding from one encoder, or the transferable part) come first and are
+    counted as shared, so the two-tower model projects them with one matrix for both domains
+    (``shared_projection=False``: every column gets a per-domain projection, the pre-fix behaviour kept for the
+    comparison); the residual part (per domain by construction) follows with per-domain projections.
+    ``content_shared_space=False`` says the raw contents of the two domains are different spaces (Amazon's
+    per-category attribute projections): undecomposed contents then get per-domain projections."""
     from mllm.rgcd.errors import RGCDDataError
     from mllm.rgcd.represent import standardise
 
@@ -376,39 +426,59 @@ def method_features(
     source, target = contents[spec["embeddings"]]
     if not spec["decompose"]:
         source, target = standardise(source, target)
-        return source, target, {}
+        return source, target, source.shape[1] if shared_projection and content_shared_space else 0, {}
     _, parts, diagnostics = fit_decomposition(task, source, target, spec["residual"], spec["positives"], seed)
-    target_features = parts["target_transferable"]
+    source_features, target_features = standardise(parts["source_transferable"], parts["target_transferable"])
+    shared = source_features.shape[1] if shared_projection else 0
     if spec["residual"]:
-        target_features = np.concatenate([target_features, parts["target_residual"]], axis=1)
-    return parts["source_transferable"], target_features, diagnostics
+        # each domain's residual is its own space: standardise it on its own domain
+        residuals = []
+        for domain in ("source", "target"):
+            r = parts[f"{domain}_residual"]
+            residuals.append(((r - r.mean(0)) / (r.std(0) + 1e-6)).astype(np.float32))
+        source_features = np.concatenate([source_features, residuals[0]], axis=1)
+        target_features = np.concatenate([target_features, residuals[1]], axis=1)
+    return source_features, target_features, shared, diagnostics
 
 
-def _cold_metrics(model: Any, task: Any, ks: tuple[int, ...]) -> dict[str, float]:
+def _cold_metrics(model: Any, task: Any, ks: tuple[int, ...], on: str = "test") -> dict[str, float]:
+    """Full-ranking metrics of the cold users on their test item (``on="valid"``: on their validation item, with
+    only the training items masked; what tuning selects on, never the test users' test items)."""
     import scipy.sparse as sp
     import torch
 
     from evals.ranking import evaluate_full_ranking
 
-    test = task.split.test.to_csr()
-    keep = np.zeros(test.shape[0], dtype=np.float32)
+    held_out = (task.split.test if on == "test" else task.split.valid).to_csr()
+    keep = np.zeros(held_out.shape[0], dtype=np.float32)
     keep[task.cold_users] = 1.0
-    cold_test = sp.diags(keep) @ test
-    mask = task.split.train.to_csr() + task.split.valid.to_csr()
+    cold_held_out = sp.diags(keep) @ held_out
+    mask = task.split.train.to_csr()
+    if on == "test":
+        mask = mask + task.split.valid.to_csr()
     model.eval()
 
     @torch.no_grad()
     def score(users: torch.Tensor) -> torch.Tensor:
         return model.score(users).float()
 
-    result = evaluate_full_ranking(score, cold_test, mask, ks=ks, progress=False)
+    result = evaluate_full_ranking(score, cold_held_out, mask, ks=ks, progress=False)
     return {k: v for k, v in result.items() if isinstance(v, (int, float))}
 
 
 def run_method(
-    method: str, task: Any, contents: dict[str, tuple[np.ndarray, np.ndarray]], seed: int, epochs: int = 30
+    method: str,
+    task: Any,
+    contents: dict[str, tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    reg_weight: float = 1e-4,
+    shared_projection: bool = True,
+    content_shared_space: bool = True,
 ) -> dict[str, Any]:
-    """Train and evaluate one method at one seed: full-ranking metrics on all test users and on cold users."""
+    """Train and evaluate one method at one seed: full-ranking metrics on all test users, on cold users, and on
+    the cold users' validation items (``cold_valid``, for tuning)."""
     import time
 
     import torch
@@ -440,24 +510,36 @@ def run_method(
             "seed": seed,
             "all": all_users,
             "cold": _cold_metrics(model, task, ks),
+            "cold_valid": _cold_metrics(model, task, ks, on="valid"),
             "seconds": round(time.time() - started, 2),
         }
     torch.manual_seed(seed)
     split = task.split
     # every method but the target-only baseline shares one item space with the source domain, trained on the
     # behaviour of both domains (the shared-embedding baseline); content methods add their features on top
-    config = TwoTowerConfig(joint_behaviour=method != "target_only")
-    model = RGCDTwoTower(config, split.train.n_users, split.train.n_items)
     source_csr = None if method == "target_only" else task.source.to_csr()
     diagnostics: dict[str, Any] = {}
     source_features = target_features = None
+    shared_dim = 0
     if method in METHOD_SPECS:
-        source_features, target_features, diagnostics = method_features(method, task, contents, seed)
+        source_features, target_features, shared_dim, diagnostics = method_features(
+            method,
+            task,
+            contents,
+            seed,
+            METHOD_SPECS[method].get("shared_projection", shared_projection),
+            content_shared_space,
+        )
+    torch.manual_seed(seed)  # the decomposition reseeds torch: every method's two-tower starts from one state
+    config = TwoTowerConfig(
+        joint_behaviour=method != "target_only", reg_weight=reg_weight, shared_feature_dim=shared_dim
+    )
+    model = RGCDTwoTower(config, split.train.n_users, split.train.n_items)
     model.attach(source_csr, source_features, target_features)
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=8192,
-        lr=1e-2,
+        lr=lr,
         patience=5,
         ks=ks,
         seed=seed,
@@ -472,6 +554,13 @@ def run_method(
         "seed": seed,
         "all": all_users,
         "cold": _cold_metrics(model, task, ks),
+        "cold_valid": _cold_metrics(model, task, ks, on="valid"),
+        "hyperparameters": {
+            "lr": lr,
+            "reg_weight": reg_weight,
+            "epochs": epochs,
+            "shared_feature_dim": shared_dim,
+        },
         "best_epoch": result.get("best_epoch"),
         "epochs_run": result.get("epochs_run"),
         "decomposition": diagnostics,
@@ -485,13 +574,36 @@ def summarise(runs: list[dict[str, Any]], metrics: tuple[str, ...] = ("hr@10", "
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = [r for r in runs if r["method"] == method]
         row: dict[str, Any] = {"method": method, "seeds": len(mine)}
-        for group in ("cold", "all"):
+        for group in ("cold", "all", "cold_valid"):
+            if not all(group in r for r in mine):  # results written before the validation metrics existed
+                continue
             for metric in metrics:
                 values = np.array([r[group][metric] for r in mine])
                 row[f"{group}_{metric}"] = float(values.mean())
                 row[f"{group}_{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+# the tuning grid every tuned method gets (same budget): the two-tower's L2 weight
+TUNING_GRID: tuple[dict[str, float], ...] = ({"reg_weight": 1e-4}, {"reg_weight": 1e-3}, {"reg_weight": 1e-2})
+
+
+def tune_method(
+    method: str,
+    task: Any,
+    contents: dict[str, tuple[np.ndarray, np.ndarray]],
+    grid: tuple[dict[str, float], ...] = TUNING_GRID,
+    seed: int = 0,
+    epochs: int = 30,
+    **options: Any,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Pick ``method``'s hyperparameters from ``grid`` by the cold users' VALIDATION NDCG@10 at one seed (never by
+    a test item); returns (the chosen setting, every tuning run)."""
+    runs = [run_method(method, task, contents, seed, epochs, **setting, **options) for setting in grid]
+    best = max(range(len(grid)), key=lambda i: (runs[i]["cold_valid"]["ndcg@10"], -i))
+    logger.info("tuned %s: %s (cold valid ndcg@10 %.4f)", method, grid[best], runs[best]["cold_valid"]["ndcg@10"])
+    return dict(grid[best]), runs
 
 
 def evaluate_methods(
@@ -504,8 +616,14 @@ def evaluate_methods(
     epochs: int = 30,
     out: str | Path | None = None,
     minilm_cache: str | Path | None = None,
+    tune: list[str] | tuple[str, ...] = (),
+    content_shared_space: bool = True,
 ) -> dict[str, Any]:
-    """Every method x seed on one cold-start task; returns (and writes to ``out``) runs and the summary."""
+    """Every method x seed on one cold-start task; returns (and writes to ``out``) runs and the summary.
+
+    Methods in ``tune`` first get the same tuning budget (``TUNING_GRID`` at seed 0, selected on the cold users'
+    validation items). The others inherit a tuned setting so that each comparison changes one thing: the
+    content methods and ablations take ``full``'s, the target-only model ``shared_id``'s (defaults otherwise)."""
     from core.io import atomic_write_json
     from mllm.rgcd.data import cold_start_task
     from mllm.rgcd.errors import RGCDDataError
@@ -520,10 +638,29 @@ def evaluate_methods(
         cache = minilm_cache or (Path(out).parent if out else Path(".")) / f"{data.name}_minilm.npz"
         paths["minilm"] = text_embeddings(data, cache)
     contents = {name: load_item_embeddings(path, data) for name, path in paths.items()}
+    settings: dict[str, dict[str, float]] = {}
+    tuning_runs: list[dict[str, Any]] = []
+    for method in tune:
+        settings[method], tried = tune_method(
+            method, task, contents, epochs=epochs, content_shared_space=content_shared_space
+        )
+        tuning_runs += tried
+    for method in methods:
+        parent = "shared_id" if method == "target_only" else "full" if method in METHOD_SPECS else None
+        if method not in settings and parent in settings:
+            settings[method] = settings[parent]
     runs = []
     for seed in seeds:
         for method in methods:
-            run = run_method(method, task, contents, seed, epochs)
+            run = run_method(
+                method,
+                task,
+                contents,
+                seed,
+                epochs,
+                content_shared_space=content_shared_space,
+                **settings.get(method, {}),
+            )
             logger.info(
                 "%s seed %d: cold hr@10 %.4f, all hr@10 %.4f", method, seed, run["cold"]["hr@10"], run["all"]["hr@10"]
             )
@@ -533,6 +670,7 @@ def evaluate_methods(
     result = {
         "task": task.info(),
         "embeddings": {k: str(v) for k, v in paths.items()},
+        "tuning": {"grid": list(TUNING_GRID), "selected": settings, "runs": tuning_runs},
         "runs": runs,
         "summary": summarise(runs),
     }

@@ -1,11 +1,15 @@
 """A two-tower retrieval model for the cold target domain that consumes item representations.
 
-item(i) = q_i + W_t f_i for a target item, item(j) = p_j + W_s f_j for a source item
+item(i) = q_i + W f_i[:k] + W_t f_i[k:] for a target item, item(j) = p_j + W f_j[:k] + W_s f_j[k:] for a source item
 user(u) = e_u + mean_{i in H(u)} item(i) + mean_{j in S(u)} item(j)
 score(u, i) = <user(u), item(i)>, trained with BPR.
 
 f are fixed item features (from the representation stage, MiniLM, ...; absent for the ID-only baselines),
-H(u) the user's target training history and S(u) its source-domain history. With ``joint_behaviour`` the
+H(u) the user's target training history and S(u) its source-domain history. The first k =
+``shared_feature_dim`` feature columns lie in one space for both domains (the transferable part, or a content
+embedding from one encoder) and go through ONE projection W shared by the domains, so an aligned source and
+target item get the same feature vector; the remaining columns (the domain-residual part) go through a
+per-domain projection W_s / W_t. With ``joint_behaviour`` the
 source items are items of the same space and the BPR loss runs over the interactions of both domains (one
 shared item space, as UniEmbedding); without it the model sees the target domain only. The ranking always
 covers the target items only.
@@ -36,9 +40,18 @@ class TwoTowerConfig:
     use_user_id: bool = True
     joint_behaviour: bool = False
     init_std: float = 0.1
+    shared_feature_dim: int = 0  # leading feature columns projected by one matrix shared by both domains
 
     def __post_init__(self) -> None:
-        validate_fields(self, {"embedding_dim": AT_LEAST_ONE, "reg_weight": NON_NEGATIVE, "init_std": NON_NEGATIVE})
+        validate_fields(
+            self,
+            {
+                "embedding_dim": AT_LEAST_ONE,
+                "reg_weight": NON_NEGATIVE,
+                "init_std": NON_NEGATIVE,
+                "shared_feature_dim": NON_NEGATIVE,
+            },
+        )
 
 
 def _row_mean(csr: sp.csr_matrix) -> torch.Tensor:
@@ -76,6 +89,7 @@ class RGCDTwoTower(Recommender):
         self.source_item_embedding: nn.Embedding | None = None
         self.source_projection: nn.Linear | None = None
         self.target_projection: nn.Linear | None = None
+        self.shared_projection: nn.Linear | None = None
         self.register_buffer("source_features", torch.zeros(0))
         self.register_buffer("target_features", torch.zeros(0))
         self.source_csr: sp.csr_matrix | None = None
@@ -89,7 +103,14 @@ class RGCDTwoTower(Recommender):
         target_features: np.ndarray | None,
     ) -> RGCDTwoTower:
         """Give the model the users' source histories and the fixed item features (call before training)."""
-        d = self.config.embedding_dim
+        d, k = self.config.embedding_dim, self.config.shared_feature_dim
+        for name, features in (("source_features", source_features), ("target_features", target_features)):
+            if k and (features is None or features.shape[1] < k):
+                raise ValueError(f"shared_feature_dim is {k} but {name} has fewer columns (or is missing)")
+        if k and source_csr is None:
+            raise ValueError("shared_feature_dim needs the source domain (source_csr)")
+        if k:
+            self.shared_projection = _zero_linear(k, d)
         if source_csr is not None:
             self.source_csr = sp.csr_matrix(source_csr)
             self.source_history = _row_mean(self.source_csr)
@@ -101,12 +122,14 @@ class RGCDTwoTower(Recommender):
                         f"source_features has {len(source_features)} rows for {self.source_csr.shape[1]} items"
                     )
                 self.source_features = torch.as_tensor(source_features, dtype=torch.float32)
-                self.source_projection = _zero_linear(self.source_features.shape[1], d)
+                if self.source_features.shape[1] > k:
+                    self.source_projection = _zero_linear(self.source_features.shape[1] - k, d)
         if target_features is not None:
             if len(target_features) != self.n_items:
                 raise ValueError(f"target_features has {len(target_features)} rows for {self.n_items} items")
             self.target_features = torch.as_tensor(target_features, dtype=torch.float32)
-            self.target_projection = _zero_linear(self.target_features.shape[1], d)
+            if self.target_features.shape[1] > k:
+                self.target_projection = _zero_linear(self.target_features.shape[1] - k, d)
         return self
 
     def prepare(self, train: Any) -> None:
@@ -128,15 +151,21 @@ class RGCDTwoTower(Recommender):
             return PairwiseDataset(coo.row, coo.col, joint.shape[1], joint)
         return PairwiseDataset(train.users, train.items, self.n_items, train.to_csr())
 
+    def _features(self, ids: nn.Embedding, features: torch.Tensor, own: nn.Linear | None) -> torch.Tensor:
+        """ID vectors plus the shared projection of the first k feature columns and the domain's own of the rest."""
+        vectors = ids.weight
+        k = self.config.shared_feature_dim
+        if self.shared_projection is not None:
+            vectors = vectors + self.shared_projection(features[:, :k])
+        if own is not None:
+            vectors = vectors + own(features[:, k:])
+        return vectors
+
     def _all_item_vectors(self) -> torch.Tensor:
         """Target item vectors, then (with a source history) source item vectors."""
-        vectors = self.item_embedding.weight
-        if self.target_projection is not None:
-            vectors = vectors + self.target_projection(self.target_features)
+        vectors = self._features(self.item_embedding, self.target_features, self.target_projection)
         if self.source_item_embedding is not None:
-            source = self.source_item_embedding.weight
-            if self.source_projection is not None:
-                source = source + self.source_projection(self.source_features)
+            source = self._features(self.source_item_embedding, self.source_features, self.source_projection)
             vectors = torch.cat([vectors, source])
         return vectors
 

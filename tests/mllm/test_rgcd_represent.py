@@ -34,10 +34,14 @@ def decomposed(synthetic_task):
 def test_behaviour_positives_count_only_users_active_in_both_domains() -> None:
     source = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 0], [1, 0, 0]], dtype=np.float32))  # users x source items
     target = sp.csr_matrix(np.array([[1, 0], [0, 1], [0, 0]], dtype=np.float32))  # user 2 has no target items
-    positives = behaviour_positives(source, target)
+    positives = behaviour_positives(source, target, weighting="cosine")
     # co-engagement: (s0,t0) by user 0, (s1,t0) by user 0, (s1,t1) by user 1; cosine-normalised over users 0, 1
     expected = np.array([[1, 0], [1 / np.sqrt(2), 1 / np.sqrt(2)], [0, 0]], dtype=np.float32)
     np.testing.assert_allclose(positives, expected, atol=1e-5)
+    # lift: s1 is engaged by both users, so its co-engagements are what popularity predicts (PMI 0): only
+    # (s0, t0) is co-engaged more than expected, log(2 * 1 / (1 * 1))
+    lift = behaviour_positives(source, target, weighting="lift", top_k=5)
+    np.testing.assert_allclose(lift, np.array([[np.log(2), 0], [0, 0], [0, 0]], dtype=np.float32), atol=1e-5)
     nearest = content_positives(np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32)[[2, 0]])
     assert nearest[0, 1] == 1 and nearest[2, 0] == 1
 
@@ -102,3 +106,86 @@ def test_two_tower_trains_with_the_trainer_and_reports_cold_and_all_users(synthe
     assert result["all"]["n_users"] > result["cold"]["n_users"]
     pop = run_method("pop", task, contents, seed=0)
     assert 0 <= pop["cold"]["hr@10"] <= 1 and pop["all"]["ndcg@10"] <= pop["all"]["hr@10"]
+
+
+def test_two_tower_projects_the_shared_columns_of_both_domains_with_one_matrix() -> None:
+    import torch
+
+    from mllm.rgcd.two_tower import RGCDTwoTower, TwoTowerConfig
+
+    rng = np.random.default_rng(0)
+    source_csr = sp.csr_matrix(rng.random((5, 4)) > 0.5, dtype=np.float32)  # 5 users x 4 source items
+    shared = rng.normal(size=(3, 2)).astype(np.float32)
+    # target item 0 and source item 1 share their transferable columns (first 2), residual columns differ
+    target_features = np.c_[shared, rng.normal(size=(3, 3))].astype(np.float32)
+    source_features = np.c_[rng.normal(size=(4, 2)), rng.normal(size=(4, 3))].astype(np.float32)
+    source_features[1, :2] = target_features[0, :2]
+    model = RGCDTwoTower(TwoTowerConfig(embedding_dim=6, shared_feature_dim=2), n_users=5, n_items=3)
+    model.attach(source_csr, source_features, target_features)
+    assert model.shared_projection.in_features == 2
+    assert model.source_projection.in_features == 3 and model.target_projection.in_features == 3
+    with torch.no_grad():
+        for layer in (model.shared_projection, model.source_projection, model.target_projection):
+            layer.weight.normal_()
+        model.target_projection.weight.zero_()
+        model.source_projection.weight.zero_()
+        vectors = model._all_item_vectors()
+        id_free_target = vectors[0] - model.item_embedding.weight[0]
+        id_free_source = vectors[3 + 1] - model.source_item_embedding.weight[1]
+    # with the residual projections at zero, aligned items get the same feature vector through the shared matrix
+    torch.testing.assert_close(id_free_target, id_free_source)
+    assert float(id_free_target.abs().sum()) > 0
+    with pytest.raises(ValueError, match="shared_feature_dim"):
+        RGCDTwoTower(TwoTowerConfig(shared_feature_dim=8), n_users=5, n_items=3).attach(
+            source_csr, source_features, target_features
+        )
+
+
+def test_cold_validation_metrics_score_the_validation_item_and_never_the_test_item(synthetic_task):
+    import torch
+
+    _, task = synthetic_task
+    valid = task.split.valid.to_csr()
+
+    class Oracle:  # ranks each user's validation item first
+        def eval(self) -> None:
+            return None
+
+        def score(self, users: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(valid[users.numpy()].toarray(), dtype=torch.float32)
+
+    from mllm.rgcd.pipeline import _cold_metrics
+
+    on_valid = _cold_metrics(Oracle(), task, (10,), on="valid")
+    on_test = _cold_metrics(Oracle(), task, (10,), on="test")
+    assert on_valid["hr@10"] == 1.0 and on_valid["n_users"] == task.cold_users.size
+    assert on_test["hr@10"] < 0.5  # the validation item is masked at test time: the oracle knows nothing else
+
+
+def test_lift_positives_keep_the_top_k_pairs_per_item_and_are_sparse_on_dense_co_engagement() -> None:
+    rng = np.random.default_rng(0)
+    source = sp.csr_matrix(rng.random((300, 40)) < 0.5, dtype=np.float32)  # dense: every pair co-engaged
+    target = sp.csr_matrix(rng.random((300, 30)) < 0.5, dtype=np.float32)
+    assert (behaviour_positives(source, target, weighting="cosine") > 0).all()
+    lift = behaviour_positives(source, target, weighting="lift", top_k=3)
+    assert (lift > 0).sum() <= 40 * 3 + 30 * 3 and (lift > 0).mean() < 0.25  # the union of both top-3 lists
+    assert ((lift > 0).sum(1) >= 1).mean() > 0.9  # most items keep a positive
+    from mllm.rgcd.pipeline import effective_positives
+
+    # the dense cosine labels are spread over nearly every target item, the lift labels over a handful
+    assert effective_positives(behaviour_positives(source, target, weighting="cosine")) > 25
+    assert effective_positives(lift) < 8
+    assert effective_positives(np.eye(3, dtype=np.float32)) == pytest.approx(1.0)
+    with pytest.raises(Exception, match="weighting"):
+        behaviour_positives(source, target, weighting="nope")
+
+
+def test_tuning_selects_on_the_cold_validation_items(synthetic_task):
+    from mllm.rgcd.pipeline import tune_method
+
+    _, task = synthetic_task
+    grid = ({"reg_weight": 1e-4}, {"reg_weight": 10.0})
+    chosen, runs = tune_method("shared_id", task, {}, grid=grid, seed=0, epochs=2)
+    assert len(runs) == 2 and [r["hyperparameters"]["reg_weight"] for r in runs] == [1e-4, 10.0]
+    scores = [r["cold_valid"]["ndcg@10"] for r in runs]
+    assert chosen == grid[int(np.argmax(scores))]
