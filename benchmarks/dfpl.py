@@ -54,15 +54,19 @@ DEFAULTS = {
     "houses": {"epochs": 30, "batch_size": 64},
     "fashion": {"epochs": 12, "batch_size": 128},
     "fashion6k": {"epochs": 12, "batch_size": 128},
+    "fashion60k": {"epochs": 4, "batch_size": 256},
 }
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "dfpl_missing_rate.png"
 
 
 def spec_for(dataset: str, replicate: int, repeat: int = 0) -> DataSpec:
     """The data spec of one replicate: a seed (synthetic, fashion) or a fold of the ``repeat``-th 5-fold split
-    (houses). ``fashion`` = 150 / 100 images per class, ``fashion6k`` = the whole cached pool, 600 / 200."""
+    (houses). ``fashion`` = 150 / 100 images per class, ``fashion6k`` = the whole cached pool, 600 / 200,
+    ``fashion60k`` = all 60,000 / 10,000 items."""
     if dataset == "houses":
         return DataSpec(name="houses", path=str(SHARED / "houses_ahmed2016"), fold=replicate, folds=5, repeat=repeat)
+    if dataset == "fashion60k":
+        return DataSpec(name="fashion", path=str(SHARED / "fashion_mnist"), split_seed=replicate, full=True)
     if dataset in ("fashion", "fashion6k"):
         full = dataset == "fashion6k"
         return DataSpec(
@@ -93,15 +97,23 @@ def run(args: argparse.Namespace) -> None:
     train_settings = [] if args.skip_complete else [("none", 0.0)]
     train_settings += [(p, r) for p in args.train_patterns for r in rates]
     defaults = DEFAULTS[args.dataset]
-    splits = {replicate: load_split(spec_for(args.dataset, replicate, args.repeat)) for replicate in args.replicates}
+    loaded: dict[int, tuple[MultimodalData, MultimodalData]] = {}
+
+    def split_of(replicate: int) -> tuple[MultimodalData, MultimodalData]:
+        """One replicate's split, loaded on first use; only the latest is kept (fashion60k: 0.7 GB each)."""
+        if replicate not in loaded:
+            loaded.clear()
+            loaded[replicate] = load_split(spec_for(args.dataset, replicate, args.repeat))
+        return loaded[replicate]
+
     # setting-major order: a run cut short still has every replicate of the settings it finished
     for train_pattern, train_rate in train_settings:
         for replicate in args.replicates:
-            train, test = splits[replicate]
             for method in args.methods:
                 key = (method, args.repeat, replicate, train_pattern, train_rate)
                 if key in done:
                     continue
+                train, test = split_of(replicate)
                 config = TrainConfig(
                     epochs=args.epochs or defaults["epochs"],
                     batch_size=defaults["batch_size"],
