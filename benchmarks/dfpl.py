@@ -54,7 +54,7 @@ DEFAULTS = {
     "houses": {"epochs": 30, "batch_size": 64},
     "fashion": {"epochs": 12, "batch_size": 128},
     "fashion6k": {"epochs": 12, "batch_size": 128},
-    "fashion60k": {"epochs": 4, "batch_size": 256},
+    "fashion60k": {"epochs": 3, "batch_size": 256},
 }
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "dfpl_missing_rate.png"
 
