@@ -231,7 +231,8 @@ def report(args: argparse.Namespace) -> None:
                 markdown.append(_markdown(rows, columns, title))
                 print_table(rows, columns, title="\n" + title)
         constant = np.mean([v["accuracy"] for v in payload["constant"].values()])
-        for protocol in ("test", "train+test"):
+        trained_missing = any(r["train_pattern"] != "none" for r in records)
+        for protocol in ("test", "train+test") if trained_missing else ("test",):
             for metric in ("accuracy", "macro_f1"):
                 rows = _table(records, protocol, metric, methods)
                 columns = [
@@ -244,7 +245,7 @@ def report(args: argparse.Namespace) -> None:
                             f"{100 * constant:.1f})")  # fmt: skip
         for j, (pattern, protocol) in enumerate(panels if dataset in plotted else ()):
             ax = axes[plotted.index(dataset)][j]
-            for method in methods:
+            for method in methods if protocol == "test" or trained_missing else ():
                 xs, ys = [], []
                 for rate in (0.0, 0.3, 0.5, 0.7):
                     complete = [r for r in records if r["method"] == method and r["train_pattern"] == "none"]
@@ -260,7 +261,7 @@ def report(args: argparse.Namespace) -> None:
                         ys.append(100 * np.mean([r["accuracy"] for r in chosen]))
                 style = "-o" if method == "dfpl" else ("--" if method.startswith("dfpl") else ":")
                 ax.plot(xs, ys, style, label=method, linewidth=2.2 if method == "dfpl" else 1.2, markersize=3)
-            if not ax.lines:  # e.g. fashion60k: trained on complete data only
+            if not ax.lines:  # e.g. fashion60k: trained on complete data only, no train+test curves
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
             ax.axhline(100 * constant, color="grey", linewidth=0.8)
             ax.set_title(f"{dataset}: {pattern} missing at {protocol}", fontsize=9)
