@@ -14,10 +14,17 @@ method) and, when it finishes, ``benchmarks/results/bayesq_sweep.json`` through 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,6 +33,7 @@ from agents.bayesq.experiment import (
     calibration_study,
     improper_mass_study,
     parse_sizes,
+    sampler_check,
     summarise_sweep,
     sweep_deep_sea,
 )
@@ -38,6 +46,28 @@ EXTRA_RUNS_FILES = (
     RESULTS_DIR / "bayesq_sweep_runs_gptd.json",
     RESULTS_DIR / "bayesq_sweep_runs_seeds5_9.json",
 )
+REPO = Path(__file__).resolve().parents[1]
+# the chain of an older commit's BayesQBatch on given transitions (runs in a subprocess against that commit's code)
+_OLD_CHAIN = """
+import json, sys
+import numpy as np
+from agents.bayesq.agents import AgentConfig, BayesQBatch, DeepSeaLayout
+d = json.load(sys.stdin)
+agent = BayesQBatch(DeepSeaLayout(d["size"]), 1, AgentConfig(noise_sd=d["noise_sd"]), np.random.default_rng(d["seed"]))
+for s, a, r, s2 in d["transitions"]:
+    agent.observe(np.array([s]), np.array([a]), np.array([r]), np.array([s2]))
+cells = np.array(d["cells"])
+for _ in range(d["warmup"]):
+    agent.sweep()
+draws = np.empty((d["sweeps"], cells.size, 2))
+for i in range(d["sweeps"]):
+    agent.sweep()
+    draws[i] = agent.Q[0, cells]
+out = {"p_action1": (draws.argmax(-1) == 1).mean(0), "mean": draws.mean(0), "sd": draws.std(0)}
+out = {k: v.tolist() for k, v in out.items()}
+import agents.bayesq.agents as module
+print(json.dumps(out | {"module": module.__file__}))
+"""
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
 
@@ -152,6 +182,63 @@ def _calibrate(args: argparse.Namespace) -> None:
 TABLE_SIZES = (10, 14, 20, 26, 30, 36, 40, 46, 50)
 
 
+def _chain_at_commit(commit: str, check: dict[str, Any]) -> dict[str, Any]:
+    """Run ``_OLD_CHAIN`` with ``agents/`` as it was at ``commit`` (git archive into a temporary folder)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "agents/__init__.py", "agents/bayesq"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+        keys = ("size", "noise_sd", "seed", "transitions", "cells", "warmup", "sweeps")
+        payload = json.dumps({k: check[k] for k in keys} | {"seed": check["seed"] + 1})
+        done = subprocess.run(
+            [sys.executable, "-c", _OLD_CHAIN],
+            input=payload,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            cwd=tmp,  # python -c puts the working directory first on sys.path
+        )
+    return json.loads(done.stdout)
+
+
+def _sampler_check(args: argparse.Namespace) -> None:
+    checks, table = [], []
+    for size in parse_sizes(args.sizes):
+        for stochastic in (False, True):
+            check = sampler_check(size, stochastic, episodes=args.episodes, noise_sd=args.noise_sd, sweeps=args.sweeps)
+            check["commits"] = {c: _chain_at_commit(c, check) for c in args.commits.split(",") if c}
+            checks.append(check)
+            chains = {"current": check["current"], "generic": check["generic"], **check["commits"]}
+            exact = check["exact_p_action1"]
+            ref = np.array(exact if exact is not None else check["generic"]["p_action1"])
+            for name, chain in chains.items():
+                p = np.array(chain["p_action1"])
+                table.append(
+                    {
+                        "env": check["env"],
+                        "size": size,
+                        "cells": len(check["cells"]),
+                        "chain": name,
+                        "reference": "exact" if exact is not None else "generic",
+                        "max_abs_dp": float(np.abs(p - ref).max()),
+                        "max_abs_dmean_vs_generic": float(
+                            np.abs(np.array(chain["mean"]) - np.array(check["generic"]["mean"])).max()
+                        ),
+                        "max_abs_dsd_vs_generic": float(
+                            np.abs(np.array(chain["sd"]) - np.array(check["generic"]["sd"])).max()
+                        ),
+                    }
+                )
+    print_table(table, list(table[0]), title="Deep Sea Gibbs chains: P(action 1 greedy) against the reference")
+    write_results("bayesq_sampler_check", {"checks": checks, "table": table})
+
+
 def _markdown(summary: list[dict[str, Any]]) -> str:
     """The docs' tables: per variant, median episode solved (share of seeds) per size, scores and regret."""
     out = []
@@ -245,6 +332,13 @@ def main() -> None:
     ca.add_argument("--samples", type=int, default=1000)
     ca.add_argument("--seed", type=int, default=0)
     ca.set_defaults(func=_calibrate)
+    sc = sub.add_parser("sampler-check", help="Deep Sea Gibbs chain (now and at older commits) vs exact P(optimal)")
+    sc.add_argument("--sizes", default="3,5")
+    sc.add_argument("--episodes", type=int, default=6)
+    sc.add_argument("--noise-sd", type=float, default=0.5)
+    sc.add_argument("--sweeps", type=int, default=10_000)
+    sc.add_argument("--commits", default="4a86335,213197e", help="older commits whose BayesQBatch also runs")
+    sc.set_defaults(func=_sampler_check)
     rp = sub.add_parser("report")
     rp.add_argument("--write", action="store_true", help="also write bayesq_sweep.json from a partial sweep")
     rp.add_argument("--markdown", action="store_true", help="print the docs' tables")

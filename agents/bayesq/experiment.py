@@ -145,6 +145,7 @@ def sweep_deep_sea(
     prior_sd: float = 1.0,
     noise_sd: float | None = None,
     gibbs_sweeps: int = 10,
+    resample_every: int = 1,
 ) -> dict[str, Any]:
     """All (size, variant, method, seed) runs, smallest sizes first; resumes from ``out`` (rows there are skipped).
 
@@ -166,7 +167,7 @@ def sweep_deep_sea(
             continue
         stochastic = variant == "deepsea-stochastic"
         sd = noise_sd if noise_sd is not None else (1.0 if stochastic else 0.1)
-        config = AgentConfig(prior_sd=prior_sd, noise_sd=sd, gibbs_sweeps=gibbs_sweeps)
+        config = AgentConfig(prior_sd=prior_sd, noise_sd=sd, gibbs_sweeps=gibbs_sweeps, resample_every=resample_every)
         new = run_deep_sea(method, size, episode_cap(size, cap, per_size), missing, stochastic, config)
         rows.extend(new)
         solved = [r["solved_at_episode"] for r in new]
@@ -350,3 +351,90 @@ def _rule_index(rule: np.ndarray, n_actions: int) -> int:
     for a in rule:
         idx = idx * n_actions + int(a)
     return idx
+
+
+def random_deep_sea_transitions(
+    size: int, episodes: int, stochastic: bool, seed: int
+) -> list[tuple[int, int, float, int]]:
+    """(s, a, r, s') of ``episodes`` uniformly random-action episodes on Deep Sea (env and actions seeded)."""
+    env, rng = DeepSea(size, stochastic=stochastic, seed=seed), np.random.default_rng(seed)
+    out = []
+    for _ in range(episodes):
+        s, done = env.reset(), False
+        while not done:
+            a = int(rng.integers(2))
+            s2, r, done = env.step(a)
+            out.append((int(s), a, float(r), int(s2)))
+            s = s2
+    return out
+
+
+def chain_moments(agent: Any, cells: np.ndarray, sweeps: int, warmup: int) -> dict[str, list]:
+    """Run ``warmup + sweeps`` Gibbs sweeps of a Deep Sea agent's chain (run 0): P(action 1 greedy), mean, sd."""
+    for _ in range(warmup):
+        agent.sweep()
+    draws = np.empty((sweeps, cells.size, agent.A))
+    for i in range(sweeps):
+        agent.sweep()
+        draws[i] = agent.Q[0, cells]
+    return {
+        "p_action1": (draws.argmax(-1) == 1).mean(0).tolist(),
+        "mean": draws.mean(0).tolist(),
+        "sd": draws.std(0).tolist(),
+    }
+
+
+def sampler_check(
+    size: int = 3,
+    stochastic: bool = False,
+    episodes: int = 6,
+    noise_sd: float = 0.5,
+    sweeps: int = 20_000,
+    warmup: int = 200,
+    seed: int = 0,
+    max_rules: int = 64,
+) -> dict[str, Any]:
+    """The Deep Sea agent's Gibbs chain against the exact P(action optimal) and the generic Gibbs sampler.
+
+    One data set of random-action episodes; the agent's chain (``BayesQBatch``, the sampler the sweeps use) and
+    ``GibbsSampler`` (independent code on ``TransitionData``) each run ``sweeps`` sweeps; ``exact_rule_posterior``
+    enumerates the 2^R decision rules of the R reachable cells when that is at most ``max_rules``.
+    """
+    from agents.bayesq.agents import BayesQBatch, DeepSeaLayout
+    from agents.bayesq.posterior import GibbsSampler
+
+    transitions = random_deep_sea_transitions(size, episodes, stochastic, seed)
+    config = AgentConfig(noise_sd=noise_sd)
+    agent = BayesQBatch(DeepSeaLayout(size), 1, config, np.random.default_rng(seed + 1))
+    for s, a, r, s2 in transitions:
+        agent.observe(np.array([s]), np.array([a]), np.array([r]), np.array([s2]))
+    data, cells = agent.transition_data(0)
+    post = RelaxedPosterior(data, prior_mean=config.prior_mean, prior_sd=config.prior_sd, noise_sd=noise_sd)
+    start = time.perf_counter()
+    current = chain_moments(agent, cells, sweeps, warmup)
+    current["seconds"] = time.perf_counter() - start
+    rows, cols = np.divmod(cells, size)
+    generic_sampler = GibbsSampler(post, (rows % 2) * 2 + cols % 2, np.random.default_rng(seed + 2))
+    draws = generic_sampler.sample(sweeps, warmup=warmup)
+    generic = {
+        "p_action1": (draws.argmax(-1) == 1).mean(0).tolist(),
+        "mean": draws.mean(0).tolist(),
+        "sd": draws.std(0).tolist(),
+    }
+    exact = None
+    if 2**cells.size <= max_rules:
+        exact = exact_rule_posterior(post, max_rules=max_rules, seed=seed).action_probs[:, 1].tolist()
+    return {
+        "size": size,
+        "env": "deepsea-stochastic" if stochastic else "deepsea",
+        "episodes": episodes,
+        "noise_sd": noise_sd,
+        "sweeps": sweeps,
+        "warmup": warmup,
+        "seed": seed,
+        "cells": cells.tolist(),
+        "transitions": transitions,
+        "exact_p_action1": exact,
+        "current": current,
+        "generic": generic,
+    }

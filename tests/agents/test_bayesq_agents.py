@@ -217,3 +217,19 @@ def test_common_score_uses_only_the_runs_every_method_made() -> None:
     assert by_method["a"]["bsuite_score_common_sizes"] == 0.5  # (10, 0) solved, (10, 1) not; (12, 0) is a's alone
     assert by_method["a"]["bsuite_score_mean"] == 0.5  # seed 0: 2/2, seed 1: 0/1
     assert by_method["b"]["bsuite_score_common_sizes"] == 0.5
+
+
+def test_bayes_q_resample_every_k_reuses_the_draw_between_resamples() -> None:
+    from agents.bayesq.agents import BayesQBatch
+
+    agent = BayesQBatch(DeepSeaLayout(4), 2, AgentConfig(resample_every=3, gibbs_sweeps=2), np.random.default_rng(0))
+    draws = [agent.q_for_episode().copy() for _ in range(7)]
+    for i in (1, 2, 4, 5):
+        np.testing.assert_array_equal(draws[i], draws[i - 1])  # episodes 2, 3 and 5, 6 act on the last draw
+    for i in (3, 6):
+        assert not np.array_equal(draws[i], draws[i - 1])  # episodes 4 and 7 draw anew
+    (row,) = run_deep_sea("bayes-q", 5, 6, [0], config=AgentConfig(resample_every=2))
+    assert row["config"]["resample_every"] == 2  # recorded with every run
+    with pytest.raises(BayesQConfigError, match="resample_every"):
+        AgentConfig(resample_every=0)
+    assert main(["run", "--size", "4", "--episodes", "2", "--resample-every", "0"]) == 2
