@@ -28,12 +28,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.bayesq.agents import METHODS
+from agents.bayesq.agents import METHODS, AgentConfig
 from agents.bayesq.experiment import (
     calibration_study,
     improper_mass_study,
     parse_sizes,
     sampler_check,
+    saturated_episode_cost,
     summarise_sweep,
     sweep_deep_sea,
 )
@@ -67,6 +68,29 @@ out = {"p_action1": (draws.argmax(-1) == 1).mean(0), "mean": draws.mean(0), "sd"
 out = {k: v.tolist() for k, v in out.items()}
 import agents.bayesq.agents as module
 print(json.dumps(out | {"module": module.__file__}))
+"""
+# one saturated bayes-q episode's CPU time with an older commit's BayesQBatch (same feeding as saturated_episode_cost)
+_OLD_COST = """
+import json, sys, time
+import numpy as np
+from agents.bayesq.agents import AgentConfig, BayesQBatch, DeepSeaLayout
+from agents.bayesq.envs import DeepSea
+d = json.load(sys.stdin)
+lay, B = DeepSeaLayout(d["size"]), d["batch"]
+agent = BayesQBatch(lay, B, AgentConfig(), np.random.default_rng(0))
+ssp = DeepSea(d["size"]).to_ssp()
+for s in np.flatnonzero(lay.cols <= lay.rows):
+    for a in range(2):
+        for s2 in np.flatnonzero(ssp.P[s, a] > 0):
+            full = np.full(B, 1)
+            agent.observe(full * s, full * a, full * ssp.R[s, a], full * s2)
+agent.q_for_episode()
+start = time.process_time()
+for _ in range(d["episodes"]):
+    if hasattr(agent, "_cache"):
+        agent._cache = None
+    agent.q_for_episode()
+print(json.dumps({"cpu_seconds_per_episode": (time.process_time() - start) / d["episodes"]}))
 """
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
@@ -182,8 +206,8 @@ def _calibrate(args: argparse.Namespace) -> None:
 TABLE_SIZES = (10, 14, 20, 26, 30, 36, 40, 46, 50)
 
 
-def _chain_at_commit(commit: str, check: dict[str, Any]) -> dict[str, Any]:
-    """Run ``_OLD_CHAIN`` with ``agents/`` as it was at ``commit`` (git archive into a temporary folder)."""
+def _at_commit(commit: str, snippet: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run ``snippet`` (JSON in on stdin, JSON out) with ``agents/`` as it was at ``commit`` (git archive)."""
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", commit, "agents/__init__.py", "agents/bayesq"],
         check=True,
@@ -193,11 +217,9 @@ def _chain_at_commit(commit: str, check: dict[str, Any]) -> dict[str, Any]:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(tmp, filter="data")
         env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
-        keys = ("size", "noise_sd", "seed", "transitions", "cells", "warmup", "sweeps")
-        payload = json.dumps({k: check[k] for k in keys} | {"seed": check["seed"] + 1})
         done = subprocess.run(
-            [sys.executable, "-c", _OLD_CHAIN],
-            input=payload,
+            [sys.executable, "-c", snippet],
+            input=json.dumps(payload),
             capture_output=True,
             text=True,
             check=True,
@@ -212,7 +234,9 @@ def _sampler_check(args: argparse.Namespace) -> None:
     for size in parse_sizes(args.sizes):
         for stochastic in (False, True):
             check = sampler_check(size, stochastic, episodes=args.episodes, noise_sd=args.noise_sd, sweeps=args.sweeps)
-            check["commits"] = {c: _chain_at_commit(c, check) for c in args.commits.split(",") if c}
+            keys = ("size", "noise_sd", "transitions", "cells", "warmup", "sweeps")
+            payload = {k: check[k] for k in keys} | {"seed": check["seed"] + 1}
+            check["commits"] = {c: _at_commit(c, _OLD_CHAIN, payload) for c in args.commits.split(",") if c}
             checks.append(check)
             chains = {"current": check["current"], "generic": check["generic"], **check["commits"]}
             exact = check["exact_p_action1"]
@@ -237,6 +261,25 @@ def _sampler_check(args: argparse.Namespace) -> None:
                 )
     print_table(table, list(table[0]), title="Deep Sea Gibbs chains: P(action 1 greedy) against the reference")
     write_results("bayesq_sampler_check", {"checks": checks, "table": table})
+
+
+def _cost(args: argparse.Namespace) -> None:
+    rows = []
+    for size in parse_sizes(args.sizes):
+        config = AgentConfig(gibbs_sweeps=args.gibbs_sweeps)
+        now = saturated_episode_cost(size, args.batch, config, episodes=args.episodes)
+        row = {
+            "size": size,
+            "batch": args.batch,
+            "gibbs_sweeps": args.gibbs_sweeps,
+            "current": now["cpu_seconds_per_episode"],
+        }
+        payload = {"size": size, "batch": args.batch, "episodes": args.episodes}
+        for commit in (c for c in args.commits.split(",") if c):
+            row[commit] = _at_commit(commit, _OLD_COST, payload)["cpu_seconds_per_episode"]
+        rows.append(row)
+    print_table(rows, list(rows[0]), title="bayes-q CPU seconds per episode, every reachable (s, a) observed")
+    write_results("bayesq_cost", {"rows": rows, "episodes_timed": args.episodes})
 
 
 def _markdown(summary: list[dict[str, Any]]) -> str:
@@ -339,6 +382,13 @@ def main() -> None:
     sc.add_argument("--sweeps", type=int, default=10_000)
     sc.add_argument("--commits", default="4a86335,213197e", help="older commits whose BayesQBatch also runs")
     sc.set_defaults(func=_sampler_check)
+    co = sub.add_parser("cost", help="bayes-q CPU seconds per episode once every reachable (s, a) has data")
+    co.add_argument("--sizes", default="10:50:8")
+    co.add_argument("--batch", type=int, default=5)
+    co.add_argument("--episodes", type=int, default=5)
+    co.add_argument("--gibbs-sweeps", type=int, default=10)
+    co.add_argument("--commits", default="213197e", help="older commits timed the same way")
+    co.set_defaults(func=_cost)
     rp = sub.add_parser("report")
     rp.add_argument("--write", action="store_true", help="also write bayesq_sweep.json from a partial sweep")
     rp.add_argument("--markdown", action="store_true", help="print the docs' tables")

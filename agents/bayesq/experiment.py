@@ -74,7 +74,7 @@ def run_deep_sea(
     bad = np.zeros((episodes, B), dtype=bool)
     rewards = np.zeros(B)
     s2 = np.zeros(B, dtype=np.int64)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for ep in tqdm(range(episodes), disable=not progress, desc=f"{method} N={size}", leave=False):
         agent.begin_episode()
         s = np.array([env.reset() for env in envs])
@@ -88,7 +88,7 @@ def run_deep_sea(
             s = s2.copy()
         denoised[ep] = [env.denoised_return for env in envs]
         bad[ep] = np.array([env.total_bad_episodes for env in envs]) > before
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     out = []
     for i, seed in enumerate(seeds):
         treasure = np.flatnonzero(denoised[:, i] > 0.5)
@@ -108,6 +108,7 @@ def run_deep_sea(
                 "optimal_value": v_star,
                 "bsuite_optimal_return": envs[i].bsuite_optimal_return,
                 "seconds": seconds / B,
+                "cpu_seconds": cpu_seconds / B,  # this process's CPU time (wall time depends on the machine's load)
                 "config": asdict(config),
             }
         )
@@ -438,3 +439,31 @@ def sampler_check(
         "current": current,
         "generic": generic,
     }
+
+
+def saturated_episode_cost(
+    size: int, batch: int = 5, config: AgentConfig | None = None, episodes: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """CPU seconds of one bayes-q episode's sampling once every reachable (s, a) has data (the long-run cost).
+
+    Feeds every run one transition of every reachable (s, a) to each successor the sea allows (expected dynamics),
+    then times ``episodes`` calls of ``q_for_episode`` (each ``gibbs_sweeps`` sweeps over all reachable cells).
+    """
+    from agents.bayesq.agents import BayesQBatch, DeepSeaLayout
+
+    config = config or AgentConfig()
+    lay = DeepSeaLayout(size)
+    agent = BayesQBatch(lay, batch, config, np.random.default_rng(seed))
+    ssp = DeepSea(size).to_ssp()
+    for s in np.flatnonzero(lay.cols <= lay.rows):
+        for a in range(2):
+            for s2 in np.flatnonzero(ssp.P[s, a] > 0):
+                full = np.full(batch, 1)
+                agent.observe(full * s, full * a, full * ssp.R[s, a], full * s2)
+    agent.q_for_episode()  # builds the count-only cache once, as after every real episode
+    start = time.process_time()
+    for _ in range(episodes):
+        agent._cache = None  # a real episode adds data, so the cache is rebuilt every episode
+        agent.q_for_episode()
+    cpu = (time.process_time() - start) / episodes
+    return {"size": size, "batch": batch, "config": asdict(config), "cpu_seconds_per_episode": cpu}
