@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agents.bayesq.agents import METHODS, AgentConfig
 from agents.bayesq.experiment import (
     calibration_study,
+    compare_run_groups,
     improper_mass_study,
     parse_sizes,
     sampler_check,
@@ -92,6 +93,7 @@ for _ in range(d["episodes"]):
     agent.q_for_episode()
 print(json.dumps({"cpu_seconds_per_episode": (time.process_time() - start) / d["episodes"]}))
 """
+RERUN_FILE = RESULTS_DIR / "bayesq_sweep_runs_rerun_seeds0_4.json"  # seeds 0-4 again with session 2's sampler
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
 
@@ -320,6 +322,35 @@ def _markdown(summary: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _seed_check(write: bool) -> None:
+    """Bayesian Q* on the deterministic sea at N = 24..32: seeds 0-4 (two samplers) against seeds 5-9."""
+    if not RERUN_FILE.exists():
+        return
+
+    def runs(path: Path, seeds: range) -> list[dict[str, Any]]:
+        rows = json.loads(path.read_text())["runs"]
+        return [r for r in rows if r["method"] == "bayes-q" and r["env"] == "deepsea" and r["seed"] in seeds]
+
+    groups = {
+        "seeds 0-4, session-1 sampler (4a86335)": runs(RUNS_FILE, range(5)),
+        "seeds 0-4, session-2 sampler (213197e)": runs(RERUN_FILE, range(5)),
+        "seeds 5-9, session-2 sampler (213197e)": runs(RESULTS_DIR / "bayesq_sweep_runs_seeds5_9.json", range(5, 10)),
+    }
+    result = compare_run_groups(groups, [24, 26, 28, 30, 32], pooled=[28, 30, 32])
+    lines = ["| runs | " + " | ".join(f"N={n}" for n in result["sizes"]) + " | N=28-32 pooled |"]
+    lines.append("|---" * (len(result["sizes"]) + 2) + "|")
+    for name, g in result["groups"].items():
+        cells = [f"{v['solved']}/{v['runs']}" for v in g["per_size"].values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {g['pooled']['solved']}/{g['pooled']['runs']} |")
+    lines += [
+        "",
+        *(f"* Fisher exact, {t['a']} vs {t['b']}: p = {t['fisher_p_two_sided']:.3f}" for t in result["tests"]),
+    ]
+    print("\n".join(lines))
+    if write:
+        write_results("bayesq_seed_check", result)
+
+
 def _report(args: argparse.Namespace) -> None:
     runs = json.loads(RUNS_FILE.read_text())["runs"]
     for extra in EXTRA_RUNS_FILES:
@@ -345,6 +376,7 @@ def _report(args: argparse.Namespace) -> None:
     if args.markdown:
         print(_markdown(summary))
     print(f"plot: {PLOT}")
+    _seed_check(args.write)
 
 
 def main() -> None:

@@ -467,3 +467,31 @@ def saturated_episode_cost(
         agent.q_for_episode()
     cpu = (time.process_time() - start) / episodes
     return {"size": size, "batch": batch, "config": asdict(config), "cpu_seconds_per_episode": cpu}
+
+
+def compare_run_groups(
+    groups: dict[str, list[dict[str, Any]]], sizes: Sequence[int], pooled: Sequence[int]
+) -> dict[str, Any]:
+    """Runs solved per size in each group of runs, pooled over ``pooled`` sizes, and Fisher's exact test
+    (two-sided) between every two groups' pooled counts: is the difference more than run-to-run noise?"""
+    from scipy.stats import fisher_exact
+
+    table: dict[str, Any] = {}
+    for name, rows in groups.items():
+        per_size = {}
+        for n in sizes:
+            mine = [r for r in rows if r["size"] == n]
+            per_size[str(n)] = {"solved": sum(r["solved_at_episode"] is not None for r in mine), "runs": len(mine)}
+        pool = [per_size[str(n)] for n in pooled]
+        table[name] = {
+            "per_size": per_size,
+            "pooled": {"solved": sum(p["solved"] for p in pool), "runs": sum(p["runs"] for p in pool)},
+        }
+    tests = []
+    names = list(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pa, pb = table[a]["pooled"], table[b]["pooled"]
+            contingency = [[pa["solved"], pa["runs"] - pa["solved"]], [pb["solved"], pb["runs"] - pb["solved"]]]
+            tests.append({"a": a, "b": b, "fisher_p_two_sided": float(fisher_exact(contingency)[1])})
+    return {"sizes": list(sizes), "pooled_sizes": list(pooled), "groups": table, "tests": tests}

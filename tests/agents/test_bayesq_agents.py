@@ -235,3 +235,21 @@ def test_bayes_q_resample_every_k_reuses_the_draw_between_resamples() -> None:
     with pytest.raises(BayesQConfigError, match="resample_every"):
         AgentConfig(resample_every=0)
     assert main(["run", "--size", "4", "--episodes", "2", "--resample-every", "0"]) == 2
+
+
+def test_compare_run_groups_counts_solved_runs_and_tests_the_pooled_difference() -> None:
+    from agents.bayesq.experiment import compare_run_groups
+
+    def rows(solved_per_size: dict[int, list[bool]]) -> list[dict]:
+        return [
+            {"size": n, "solved_at_episode": 10 if ok else None} for n, oks in solved_per_size.items() for ok in oks
+        ]
+
+    same = compare_run_groups(
+        {"a": rows({28: [True, False], 30: [False]}), "b": rows({28: [False, True], 30: [False]})}, [28, 30], [28, 30]
+    )
+    assert same["groups"]["a"]["per_size"]["28"] == {"solved": 1, "runs": 2}
+    assert same["groups"]["b"]["pooled"] == {"solved": 1, "runs": 3}
+    assert same["tests"][0]["fisher_p_two_sided"] == pytest.approx(1.0)
+    apart = compare_run_groups({"a": rows({28: [True] * 15}), "b": rows({28: [False] * 15})}, [28], [28])
+    assert apart["tests"][0]["fisher_p_two_sided"] < 1e-6
