@@ -93,6 +93,7 @@ for _ in range(d["episodes"]):
     agent.q_for_episode()
 print(json.dumps({"cpu_seconds_per_episode": (time.process_time() - start) / d["episodes"]}))
 """
+LONG_RUNS_FILE = RESULTS_DIR / "bayesq_sweep_runs_10k.json"  # bsuite's 10,000 episodes (a subset of sizes)
 RERUN_FILE = RESULTS_DIR / "bayesq_sweep_runs_rerun_seeds0_4.json"  # seeds 0-4 again with session 2's sampler
 PLOT = Path(__file__).resolve().parents[1] / "docs" / "bayesq_sample_efficiency.png"
 
@@ -284,8 +285,9 @@ def _cost(args: argparse.Namespace) -> None:
     write_results("bayesq_cost", {"rows": rows, "episodes_timed": args.episodes})
 
 
-def _markdown(summary: list[dict[str, Any]]) -> str:
+def _markdown(summary: list[dict[str, Any]], sizes: list[int] | None = None) -> str:
     """The docs' tables: per variant, median episode solved (share of seeds) per size, scores and regret."""
+    table_sizes = sizes or TABLE_SIZES
     out = []
     for env in sorted({s["env"] for s in summary}):
         rows = [s for s in summary if s["env"] == env]
@@ -294,16 +296,16 @@ def _markdown(summary: list[dict[str, Any]]) -> str:
             f"**{env}** (common runs: {cells} (size, seed) pairs that every method made)",
             "",
             "| method | seeds | sizes run | bsuite score, all its runs | score, common runs | "
-            + " | ".join(f"N={n}" for n in TABLE_SIZES)
+            + " | ".join(f"N={n}" for n in table_sizes)
             + " |",
-            "|---" * (5 + len(TABLE_SIZES)) + "|",
+            "|---" * (5 + len(table_sizes)) + "|",
         ]
-        regret = ["| method | " + " | ".join(f"regret N={n}" for n in TABLE_SIZES) + " | s/run (mean) |"]
-        regret.append("|---" * (2 + len(TABLE_SIZES)) + "|")
+        regret = ["| method | " + " | ".join(f"regret N={n}" for n in table_sizes) + " | s/run (mean) |"]
+        regret.append("|---" * (2 + len(table_sizes)) + "|")
         for s in rows:
             sizes = sorted(int(n) for n in s["per_size"])
             cols, reg = [], []
-            for n in TABLE_SIZES:
+            for n in table_sizes:
                 v = s["per_size"].get(str(n))
                 if v is None:
                     cols.append("not run")
@@ -351,6 +353,20 @@ def _seed_check(write: bool) -> None:
         write_results("bayesq_seed_check", result)
 
 
+def _solved_counts(summary: list[dict[str, Any]], env: str) -> str:
+    """Runs solved within the cap / runs made, for every size and method of ``env``."""
+    rows = [s for s in summary if s["env"] == env]
+    sizes = sorted({int(n) for s in rows for n in s["per_size"]})
+    lines = [f"| {env}: solved / runs | " + " | ".join(str(n) for n in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]
+    for s in rows:
+        cells = []
+        for n in sizes:
+            v = s["per_size"].get(str(n))
+            cells.append("-" if v is None else f"{round(v['solved_share'] * v['runs'])}/{v['runs']}")
+        lines.append(f"| {s['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _report(args: argparse.Namespace) -> None:
     runs = json.loads(RUNS_FILE.read_text())["runs"]
     for extra in EXTRA_RUNS_FILES:
@@ -375,8 +391,16 @@ def _report(args: argparse.Namespace) -> None:
         )
     if args.markdown:
         print(_markdown(summary))
+        for env in sorted({s["env"] for s in summary}):
+            print(_solved_counts(summary, env) + "\n")
     print(f"plot: {PLOT}")
     _seed_check(args.write)
+    if LONG_RUNS_FILE.exists():  # a separate protocol (no cap), so never merged into the capped sweep's tables
+        long_summary = summarise_sweep(json.loads(LONG_RUNS_FILE.read_text())["runs"])
+        if args.write:
+            write_results("bayesq_sweep_10k", {"from": LONG_RUNS_FILE.name, "summary": long_summary})
+        if args.markdown:
+            print(_markdown(long_summary, sizes=sorted({int(n) for s in long_summary for n in s["per_size"]})))
 
 
 def main() -> None:
