@@ -29,7 +29,9 @@ ENVS = ("deepsea", "deepsea-stochastic")
 
 def _config(args: argparse.Namespace, stochastic: bool) -> AgentConfig:
     noise = args.noise_sd if args.noise_sd is not None else (1.0 if stochastic else 0.1)
-    return AgentConfig(prior_sd=args.prior_sd, noise_sd=noise, gibbs_sweeps=args.gibbs_sweeps)
+    return AgentConfig(
+        prior_sd=args.prior_sd, noise_sd=noise, gibbs_sweeps=args.gibbs_sweeps, resample_every=args.resample_every
+    )
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def _sweep(args: argparse.Namespace) -> dict[str, Any]:
         prior_sd=args.prior_sd,
         noise_sd=args.noise_sd,
         gibbs_sweeps=args.gibbs_sweeps,
+        resample_every=args.resample_every,
     )
     return {"summary": result["summary"], "runs": len(result["runs"])}
 
@@ -93,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="relaxation / noise scale sigma (default 0.1 deterministic, 1.0 stochastic)",
         )
         p.add_argument("--gibbs-sweeps", type=int, default=10, help="bayes-q: Gibbs sweeps per episode")
+        p.add_argument(
+            "--resample-every",
+            type=int,
+            default=1,
+            help="bayes-q: advance the chain and draw a new Q every k-th episode only (default 1: every episode)",
+        )
 
     run = sub.add_parser("run", help="one agent on Deep Sea; prints the JSON summary")
     run.add_argument("--env", choices=ENVS, default="deepsea")

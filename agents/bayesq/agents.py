@@ -26,7 +26,7 @@ from scipy import sparse
 from scipy.sparse.linalg import spsolve
 
 from agents.bayesq.errors import BayesQConfigError
-from agents.bayesq.posterior import draw_two_piece
+from agents.bayesq.posterior import TransitionData, draw_two_piece
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +41,18 @@ class AgentConfig:
     prior_sd: float = 1.0
     noise_sd: float = 0.1  # relaxation scale sigma (bayes-q), noise of rlsvi and kalman-td
     gibbs_sweeps: int = 10  # bayes-q: Gibbs sweeps per episode on the persistent chain
+    resample_every: int = 1  # bayes-q: advance the chain and draw a new Q every k-th episode (1: every episode)
     ensemble: int = 10  # bootstrap: members
     ridge: float | None = None  # bootstrap: pull towards the prior function; default noise_sd^2 / prior_sd^2
     epsilon: float = 0.1  # eps-greedy
     learning_rate: float = 0.1  # eps-greedy
+
+    def __post_init__(self) -> None:
+        for name in ("gibbs_sweeps", "resample_every", "ensemble"):
+            if getattr(self, name) < 1:
+                raise BayesQConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.prior_sd <= 0 or self.noise_sd <= 0:
+            raise BayesQConfigError(f"prior_sd={self.prior_sd}, noise_sd={self.noise_sd}: both must be > 0")
 
 
 class DeepSeaLayout:
@@ -107,6 +115,22 @@ class BatchAgent:
         self.n[self._b, s, a, j] += 1.0
         self.rsum[self._b, s, a, j] += r
 
+    def transition_data(self, b: int = 0) -> tuple[TransitionData, np.ndarray]:
+        """Run ``b``'s data as ``TransitionData`` over the cells reachable from (0, 0), relabelled 0..R-1.
+
+        Returns the data and the reachable cells' grid indices (cell i of the data is grid cell ``cells[i]``);
+        the terminal state is R. For checks against ``exact_rule_posterior`` on tiny seas.
+        """
+        lay = self.layout
+        cells = np.flatnonzero(lay.cols <= lay.rows)
+        label = np.full(self.S + 1, cells.size)
+        label[cells] = np.arange(cells.size)
+        data = TransitionData(cells.size, self.A)
+        for s, a, j in zip(*np.nonzero(self.n[b, : self.S]), strict=True):
+            count = self.n[b, s, a, j]
+            data.add(label[s], a, self.rsum[b, s, a, j] / count, label[lay.next_state[s, j]], count=count)
+        return data, cells
+
     def _backward(
         self,
         weight: np.ndarray,
@@ -138,16 +162,20 @@ class BatchAgent:
 class BayesQBatch(BatchAgent):
     """Thompson sampling from the relaxed posterior of Q*, exact Gibbs on a persistent chain per run.
 
-    Everything in a full conditional that depends on the counts only (precisions, weights, index tables) is
-    computed once per change of the data (``_prepare``), not once per sweep. Only "live" cells are swept: a cell
-    with neither its own data nor an observed transition into it has the prior as its full conditional (no factor
-    involves it), so one fresh prior draw per sweep is its exact Gibbs update.
+    Everything in a full conditional that depends on the counts only (precisions, weights, square roots and logs
+    of the precisions, index tables) is computed once per change of the data (``_prepare``), not once per sweep.
+    Only "live" cells are swept: a cell with neither its own data nor an observed transition into it has the prior
+    as its full conditional (no factor involves it), so one fresh prior draw per sweep is its exact Gibbs update.
+    A sweep computes every factor's Bellman target once per colour (three slot terms, no small-axis reductions).
+    With ``resample_every`` k > 1 the chain advances (``gibbs_sweeps`` sweeps) and a new Q is drawn only before
+    episodes 1, k + 1, 2k + 1, ...; the episodes in between act on the last draw.
     """
 
     def __init__(self, layout: DeepSeaLayout, batch: int, config: AgentConfig, rng: np.random.Generator):
         super().__init__(layout, batch, config, rng)
         self.Q = config.prior_mean + config.prior_sd * rng.standard_normal((batch, self.S + 1, self.A))
         self._cache: dict | None = None
+        self._episode = 0
         # next state per slot with the padding state S leading to itself (predecessor tables may hold S)
         self._next_padded = np.vstack([layout.next_state, np.full((1, 3), self.S)])
 
@@ -157,50 +185,72 @@ class BayesQBatch(BatchAgent):
         self._cache = None
 
     def q_for_episode(self) -> np.ndarray:
-        """The chain's state after ``gibbs_sweeps`` more sweeps with all data so far."""
-        for _ in range(self.config.gibbs_sweeps):
-            self.sweep()
+        """The chain's state after ``gibbs_sweeps`` more sweeps with all data so far (every ``resample_every``-th
+        episode; the last draw otherwise)."""
+        if self._episode % self.config.resample_every == 0:
+            for _ in range(self.config.gibbs_sweeps):
+                self.sweep()
+        self._episode += 1
         return self.Q[:, : self.S]
 
     def _prepare(self) -> dict:
-        """Per colour: live cells, their predecessors and every count-only term of their full conditionals."""
-        c, lay, S = self.config, self.layout, self.S
+        """Compact tables over the live cells (ordered by colour) and every count-only term of their conditionals.
+
+        Index L (the number of live cells) is a padding cell with no data and V = 0: successors and predecessors
+        that are not live map there (their counts towards live cells are zero, so they never enter a factor).
+        """
+        c, lay, S, B, A = self.config, self.layout, self.S, self.B, self.A
         sig2 = c.noise_sd**2
         n_f = self.n.sum(-1)  # (B, S+1, A): visits of (s, a), the factor's count
-        safe_n = np.maximum(n_f, 1.0)
-        r_f = self.rsum.sum(-1)
         jj = np.arange(3)[None, :]
         nT = self.n.transpose(0, 1, 3, 2)  # (B, S+1, 3, A)
         into = nT[:, lay.pred_state, jj].sum((-1, -2)) > 0  # (B, S): an observed transition ends in s
         live = ((n_f[:, :S].sum(-1) > 0) | into).any(0)
-        groups = []
-        for idx in lay.color_groups:
-            idx = idx[live[idx]]
-            ps = lay.pred_state[idx]  # (G, 3)
-            n_pj = nT[:, ps, jj]  # (B, G, 3, A): factor (p, b) holds V(s) with weight n_pj / n_p
-            n_p, sn_p = n_f[:, ps], safe_n[:, ps]
-            w = n_pj / sn_p
+        by_colour = [idx[live[idx]] for idx in lay.color_groups]
+        cells = np.concatenate(by_colour)
+        L = cells.size
+        compact = np.full(S + 1, L)  # full state -> compact index (L = padding)
+        compact[cells] = np.arange(L)
+        pad = np.zeros((B, 1, A))
+        n_c = np.concatenate([self.n[:, cells], np.zeros((B, 1, A, 3))], axis=1)  # (B, L+1, A, 3)
+        nf_c = n_c.sum(-1)
+        groups, lo = [], 0
+        for idx in by_colour:
+            G = idx.size
+            ps = compact[lay.pred_state[idx]]  # (G, 3) compact predecessors
+            n_pj = nT[:, lay.pred_state[idx], jj]  # (B, G, 3, A): factor (p, b) holds V(s) with weight n_pj / n_p
+            n_p = n_f[:, lay.pred_state[idx]]
+            w = n_pj / np.maximum(n_p, 1.0)
             npm = np.where(n_pj > 0, n_p, 0.0) / sig2
+            pred_prec = (npm * w * w).reshape(B, G, 3 * A).sum(-1)
+            a1 = 1 / c.prior_sd**2 + n_f[:, idx] / sig2  # (B, G, A)
+            a2 = a1 + pred_prec[..., None]
             groups.append(
                 {
-                    "idx": idx,
+                    "slice": slice(lo, lo + G),
                     "ps": ps,
-                    "next_idx": lay.next_state[idx],  # (G, 3)
-                    "next_ps": self._next_padded[ps],  # (G, 3, 3)
-                    "n_idx": self.n[:, idx],  # (B, G, A, 3)
-                    "n_ps": self.n[:, ps],  # (B, G, 3, A, 3)
-                    "n_pj": n_pj,
-                    "sn_p": sn_p,
-                    "r_ps": r_f[:, ps],
-                    "r_idx": r_f[:, idx],
-                    "w": w,
-                    "npm": npm,
-                    "pred_prec": (npm * w * w).sum((-1, -2)),
-                    "a1": 1 / c.prior_sd**2 + n_f[:, idx] / sig2,  # (B, G, A)
+                    "w": w.reshape(B, G, 3 * A),  # predecessor slot x action, flattened
+                    "npm": npm.reshape(B, G, 3 * A),
+                    "pred_prec": pred_prec,
+                    "a1": a1,
+                    "a2": a2,
+                    "sqrt_a1": np.sqrt(a1),
+                    "sqrt_a2": np.sqrt(a2),
+                    "half_log_ratio": 0.5 * np.log(a2 / a1),
                 }
             )
+            lo += G
         reachable = lay.cols <= lay.rows
-        return {"groups": groups, "dead": np.flatnonzero(reachable & ~live)}
+        nxt = np.vstack([compact[lay.next_state[cells]], np.full((1, 3), L)])  # (L+1, 3) compact successors
+        return {
+            "cells": cells,
+            "groups": groups,
+            "dead": np.flatnonzero(reachable & ~live),
+            "next": [nxt[:, j] for j in range(3)],
+            "n_slots": [np.ascontiguousarray(n_c[..., j]) for j in range(3)],  # (B, L+1, A) each
+            "r_f": np.concatenate([self.rsum[:, cells].sum(-1), pad], axis=1),
+            "inv_n": 1 / np.maximum(nf_c, 1.0),
+        }
 
     def sweep(self) -> None:
         """One Gibbs sweep over the four colours (row parity x column parity), action 0 then action 1."""
@@ -208,28 +258,48 @@ class BayesQBatch(BatchAgent):
         tau2, sig2, mu0 = c.prior_sd**2, c.noise_sd**2, c.prior_mean
         if self._cache is None:
             self._cache = self._prepare()
-        dead = self._cache["dead"]
+        cache = self._cache
+        dead, cells = cache["dead"], cache["cells"]
         if dead.size:  # exact update of cells no factor involves: a fresh prior draw
             self.Q[:, dead] = mu0 + c.prior_sd * self.rng.standard_normal((self.B, dead.size, self.A))
-        V = np.zeros((self.B, self.S + 1))
-        for g in self._cache["groups"]:
-            idx = g["idx"]
-            if not idx.size:
+        B, L = self.B, cells.size
+        Q = np.zeros((B, L + 1, self.A))  # live cells, then the padding cell (Q = 0, no data)
+        Q[:, :L] = self.Q[:, cells]
+        V = np.zeros((B, L + 1))
+        for g in cache["groups"]:
+            sl = g["slice"]
+            G = sl.stop - sl.start
+            if not G:
                 continue
-            V[:, : self.S] = self.Q[:, : self.S].max(-1)
-            nv_idx = (g["n_idx"] * V[:, g["next_idx"]][:, :, None, :]).sum(-1)  # (B, G, A): sum_j n_j V(next_j)
-            nv_ps = (g["n_ps"] * V[:, g["next_ps"]][:, :, :, None, :]).sum(-1)  # (B, G, 3, A)
-            Vs = V[:, idx][:, :, None, None]
-            u = self.Q[:, g["ps"]] - (g["r_ps"] + nv_ps - g["n_pj"] * Vs) / g["sn_p"]
+            V[:, :L] = Q[:, :L, 0]
+            for a in range(1, self.A):
+                np.maximum(V[:, :L], Q[:, :L, a], out=V[:, :L])
+            # every factor's target r + sum_j n_j V(next_j), and its residual Q - T_Q (0 weight where no data)
+            target = cache["r_f"].copy()
+            for n_j, nxt_j in zip(cache["n_slots"], cache["next"], strict=True):
+                target += n_j * V[:, nxt_j, None]
+            resid = Q - target * cache["inv_n"]
+            # predecessor factor (p, b) without V(s): u = resid + w V(s)
+            u = resid[:, g["ps"]].reshape(B, G, -1) + g["w"] * V[:, sl, None]
             npm_u = g["npm"] * u
-            pred_lin = (npm_u * g["w"]).sum((-1, -2))
-            pred_sq = (npm_u * u).sum((-1, -2))
-            b_all = mu0 / tau2 + (g["r_idx"] + nv_idx) / sig2
+            pred_lin = np.einsum("bgk,bgk->bg", npm_u, g["w"])
+            pred_sq = np.einsum("bgk,bgk->bg", npm_u, u)
+            b_all = mu0 / tau2 + target[:, sl] / sig2
             for a in range(self.A):
-                cmax = self.Q[:, idx, 1 - a]
-                self.Q[:, idx, a] = draw_two_piece(
-                    g["a1"][..., a], b_all[..., a], g["pred_prec"], pred_lin, pred_sq, cmax, self.rng
+                Q[:, sl, a] = draw_two_piece(
+                    g["a1"][..., a],
+                    b_all[..., a],
+                    g["pred_prec"],
+                    pred_lin,
+                    pred_sq,
+                    Q[:, sl, 1 - a],
+                    self.rng,
+                    a2=g["a2"][..., a],
+                    sqrt_a1=g["sqrt_a1"][..., a],
+                    sqrt_a2=g["sqrt_a2"][..., a],
+                    half_log_ratio=g["half_log_ratio"][..., a],
                 )
+        self.Q[:, cells] = Q[:, :L]
 
 
 class RLSVIBatch(BatchAgent):

@@ -74,7 +74,7 @@ def run_deep_sea(
     bad = np.zeros((episodes, B), dtype=bool)
     rewards = np.zeros(B)
     s2 = np.zeros(B, dtype=np.int64)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for ep in tqdm(range(episodes), disable=not progress, desc=f"{method} N={size}", leave=False):
         agent.begin_episode()
         s = np.array([env.reset() for env in envs])
@@ -88,7 +88,7 @@ def run_deep_sea(
             s = s2.copy()
         denoised[ep] = [env.denoised_return for env in envs]
         bad[ep] = np.array([env.total_bad_episodes for env in envs]) > before
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     out = []
     for i, seed in enumerate(seeds):
         treasure = np.flatnonzero(denoised[:, i] > 0.5)
@@ -108,6 +108,7 @@ def run_deep_sea(
                 "optimal_value": v_star,
                 "bsuite_optimal_return": envs[i].bsuite_optimal_return,
                 "seconds": seconds / B,
+                "cpu_seconds": cpu_seconds / B,  # this process's CPU time (wall time depends on the machine's load)
                 "config": asdict(config),
             }
         )
@@ -145,6 +146,7 @@ def sweep_deep_sea(
     prior_sd: float = 1.0,
     noise_sd: float | None = None,
     gibbs_sweeps: int = 10,
+    resample_every: int = 1,
 ) -> dict[str, Any]:
     """All (size, variant, method, seed) runs, smallest sizes first; resumes from ``out`` (rows there are skipped).
 
@@ -166,7 +168,7 @@ def sweep_deep_sea(
             continue
         stochastic = variant == "deepsea-stochastic"
         sd = noise_sd if noise_sd is not None else (1.0 if stochastic else 0.1)
-        config = AgentConfig(prior_sd=prior_sd, noise_sd=sd, gibbs_sweeps=gibbs_sweeps)
+        config = AgentConfig(prior_sd=prior_sd, noise_sd=sd, gibbs_sweeps=gibbs_sweeps, resample_every=resample_every)
         new = run_deep_sea(method, size, episode_cap(size, cap, per_size), missing, stochastic, config)
         rows.extend(new)
         solved = [r["solved_at_episode"] for r in new]
@@ -350,3 +352,146 @@ def _rule_index(rule: np.ndarray, n_actions: int) -> int:
     for a in rule:
         idx = idx * n_actions + int(a)
     return idx
+
+
+def random_deep_sea_transitions(
+    size: int, episodes: int, stochastic: bool, seed: int
+) -> list[tuple[int, int, float, int]]:
+    """(s, a, r, s') of ``episodes`` uniformly random-action episodes on Deep Sea (env and actions seeded)."""
+    env, rng = DeepSea(size, stochastic=stochastic, seed=seed), np.random.default_rng(seed)
+    out = []
+    for _ in range(episodes):
+        s, done = env.reset(), False
+        while not done:
+            a = int(rng.integers(2))
+            s2, r, done = env.step(a)
+            out.append((int(s), a, float(r), int(s2)))
+            s = s2
+    return out
+
+
+def chain_moments(agent: Any, cells: np.ndarray, sweeps: int, warmup: int) -> dict[str, list]:
+    """Run ``warmup + sweeps`` Gibbs sweeps of a Deep Sea agent's chain (run 0): P(action 1 greedy), mean, sd."""
+    for _ in range(warmup):
+        agent.sweep()
+    draws = np.empty((sweeps, cells.size, agent.A))
+    for i in range(sweeps):
+        agent.sweep()
+        draws[i] = agent.Q[0, cells]
+    return {
+        "p_action1": (draws.argmax(-1) == 1).mean(0).tolist(),
+        "mean": draws.mean(0).tolist(),
+        "sd": draws.std(0).tolist(),
+    }
+
+
+def sampler_check(
+    size: int = 3,
+    stochastic: bool = False,
+    episodes: int = 6,
+    noise_sd: float = 0.5,
+    sweeps: int = 20_000,
+    warmup: int = 200,
+    seed: int = 0,
+    max_rules: int = 64,
+) -> dict[str, Any]:
+    """The Deep Sea agent's Gibbs chain against the exact P(action optimal) and the generic Gibbs sampler.
+
+    One data set of random-action episodes; the agent's chain (``BayesQBatch``, the sampler the sweeps use) and
+    ``GibbsSampler`` (independent code on ``TransitionData``) each run ``sweeps`` sweeps; ``exact_rule_posterior``
+    enumerates the 2^R decision rules of the R reachable cells when that is at most ``max_rules``.
+    """
+    from agents.bayesq.agents import BayesQBatch, DeepSeaLayout
+    from agents.bayesq.posterior import GibbsSampler
+
+    transitions = random_deep_sea_transitions(size, episodes, stochastic, seed)
+    config = AgentConfig(noise_sd=noise_sd)
+    agent = BayesQBatch(DeepSeaLayout(size), 1, config, np.random.default_rng(seed + 1))
+    for s, a, r, s2 in transitions:
+        agent.observe(np.array([s]), np.array([a]), np.array([r]), np.array([s2]))
+    data, cells = agent.transition_data(0)
+    post = RelaxedPosterior(data, prior_mean=config.prior_mean, prior_sd=config.prior_sd, noise_sd=noise_sd)
+    start = time.perf_counter()
+    current = chain_moments(agent, cells, sweeps, warmup)
+    current["seconds"] = time.perf_counter() - start
+    rows, cols = np.divmod(cells, size)
+    generic_sampler = GibbsSampler(post, (rows % 2) * 2 + cols % 2, np.random.default_rng(seed + 2))
+    draws = generic_sampler.sample(sweeps, warmup=warmup)
+    generic = {
+        "p_action1": (draws.argmax(-1) == 1).mean(0).tolist(),
+        "mean": draws.mean(0).tolist(),
+        "sd": draws.std(0).tolist(),
+    }
+    exact = None
+    if 2**cells.size <= max_rules:
+        exact = exact_rule_posterior(post, max_rules=max_rules, seed=seed).action_probs[:, 1].tolist()
+    return {
+        "size": size,
+        "env": "deepsea-stochastic" if stochastic else "deepsea",
+        "episodes": episodes,
+        "noise_sd": noise_sd,
+        "sweeps": sweeps,
+        "warmup": warmup,
+        "seed": seed,
+        "cells": cells.tolist(),
+        "transitions": transitions,
+        "exact_p_action1": exact,
+        "current": current,
+        "generic": generic,
+    }
+
+
+def saturated_episode_cost(
+    size: int, batch: int = 5, config: AgentConfig | None = None, episodes: int = 5, seed: int = 0
+) -> dict[str, Any]:
+    """CPU seconds of one bayes-q episode's sampling once every reachable (s, a) has data (the long-run cost).
+
+    Feeds every run one transition of every reachable (s, a) to each successor the sea allows (expected dynamics),
+    then times ``episodes`` calls of ``q_for_episode`` (each ``gibbs_sweeps`` sweeps over all reachable cells).
+    """
+    from agents.bayesq.agents import BayesQBatch, DeepSeaLayout
+
+    config = config or AgentConfig()
+    lay = DeepSeaLayout(size)
+    agent = BayesQBatch(lay, batch, config, np.random.default_rng(seed))
+    ssp = DeepSea(size).to_ssp()
+    for s in np.flatnonzero(lay.cols <= lay.rows):
+        for a in range(2):
+            for s2 in np.flatnonzero(ssp.P[s, a] > 0):
+                full = np.full(batch, 1)
+                agent.observe(full * s, full * a, full * ssp.R[s, a], full * s2)
+    agent.q_for_episode()  # builds the count-only cache once, as after every real episode
+    start = time.process_time()
+    for _ in range(episodes):
+        agent._cache = None  # a real episode adds data, so the cache is rebuilt every episode
+        agent.q_for_episode()
+    cpu = (time.process_time() - start) / episodes
+    return {"size": size, "batch": batch, "config": asdict(config), "cpu_seconds_per_episode": cpu}
+
+
+def compare_run_groups(
+    groups: dict[str, list[dict[str, Any]]], sizes: Sequence[int], pooled: Sequence[int]
+) -> dict[str, Any]:
+    """Runs solved per size in each group of runs, pooled over ``pooled`` sizes, and Fisher's exact test
+    (two-sided) between every two groups' pooled counts: is the difference more than run-to-run noise?"""
+    from scipy.stats import fisher_exact
+
+    table: dict[str, Any] = {}
+    for name, rows in groups.items():
+        per_size = {}
+        for n in sizes:
+            mine = [r for r in rows if r["size"] == n]
+            per_size[str(n)] = {"solved": sum(r["solved_at_episode"] is not None for r in mine), "runs": len(mine)}
+        pool = [per_size[str(n)] for n in pooled]
+        table[name] = {
+            "per_size": per_size,
+            "pooled": {"solved": sum(p["solved"] for p in pool), "runs": sum(p["runs"] for p in pool)},
+        }
+    tests = []
+    names = list(groups)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            pa, pb = table[a]["pooled"], table[b]["pooled"]
+            contingency = [[pa["solved"], pa["runs"] - pa["solved"]], [pb["solved"], pb["runs"] - pb["solved"]]]
+            tests.append({"a": a, "b": b, "fisher_p_two_sided": float(fisher_exact(contingency)[1])})
+    return {"sizes": list(sizes), "pooled_sizes": list(pooled), "groups": table, "tests": tests}

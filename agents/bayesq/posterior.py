@@ -209,33 +209,45 @@ def draw_two_piece(
     pred_sq: np.ndarray,
     cmax: np.ndarray,
     rng: np.random.Generator,
+    a2: np.ndarray | None = None,
+    sqrt_a1: np.ndarray | None = None,
+    sqrt_a2: np.ndarray | None = None,
+    half_log_ratio: np.ndarray | None = None,
 ) -> np.ndarray:
     """Exact draws from the Gibbs full conditional of one Q(s, a) (elementwise over arrays).
 
     The density is exp(-(a1 x^2 - 2 b1 x)/2) (prior and own Bellman factors) times, from the predecessors' factors
     with u_k = Q(p_k, b_k) - rbar_k and weights n_k / sigma^2, exp(-sum w (u - max(x, c))^2 / 2): constant in x
     below c = ``cmax`` and Gaussian above it. ``pred_prec`` = sum w, ``pred_lin`` = sum w u, ``pred_sq`` =
-    sum w u^2. Each piece is normalised in closed form; a piece is chosen by its mass and sampled exactly.
+    sum w u^2. Each piece is normalised in closed form; a piece is chosen by its mass and one truncated normal
+    draw is made from it (all elements at once). ``a2`` (= a1 + pred_prec), ``sqrt_a1``, ``sqrt_a2`` and
+    ``half_log_ratio`` (= log(a2 / a1) / 2) depend on the counts only; a caller that sweeps many times passes them
+    precomputed.
     """
-    a2, b2 = a1 + pred_prec, b1 + pred_lin
+    a2 = a1 + pred_prec if a2 is None else a2
+    sqrt_a1 = np.sqrt(a1) if sqrt_a1 is None else sqrt_a1
+    sqrt_a2 = np.sqrt(a2) if sqrt_a2 is None else sqrt_a2
+    half_log_ratio = 0.5 * np.log(a2 / a1) if half_log_ratio is None else half_log_ratio
+    b2 = b1 + pred_lin
     m1, m2 = b1 / a1, b2 / a2
     finite = np.isfinite(cmax)
     cc = np.where(finite, cmax, 0.0)
-    k1 = pred_sq - 2 * cc * pred_lin + cc * cc * pred_prec
-    z1 = (cc - m1) * np.sqrt(a1)  # piece 1: x < c
-    z2 = (cc - m2) * np.sqrt(a2)  # piece 2: x >= c
-    log1 = -0.5 * k1 + 0.5 * b1 * m1 - 0.5 * np.log(a1) + special.log_ndtr(z1)
-    log2 = -0.5 * pred_sq + 0.5 * b2 * m2 - 0.5 * np.log(a2) + special.log_ndtr(-z2)
-    lower = rng.uniform(size=np.shape(a1)) < np.where(finite, special.expit(log1 - log2), 0.0)
-    x = np.empty(np.shape(a1))
-    # piece 1: x = m1 - Z / sqrt(a1) with Z > -z1; piece 2: x = m2 + Z / sqrt(a2) with Z > z2
-    if lower.any():
-        x[lower] = m1[lower] - _truncated_standard_normal(-z1[lower], rng) / np.sqrt(a1[lower])
-    up = ~lower
-    if up.any():
-        lo2 = np.where(finite[up], z2[up], -np.inf)
-        x[up] = m2[up] + _truncated_standard_normal(lo2, rng) / np.sqrt(a2[up])
-    return x
+    z1 = (cc - m1) * sqrt_a1  # piece 1: x < c
+    z2 = (cc - m2) * sqrt_a2  # piece 2: x >= c
+    # log mass of piece 1 minus piece 2; the k1 - pred_sq difference of the two exponents is c^2 w - 2 c w u
+    log_ratio = (
+        cc * pred_lin
+        - 0.5 * cc * cc * pred_prec
+        + 0.5 * (b1 * m1 - b2 * m2)
+        + half_log_ratio
+        + special.log_ndtr(z1)
+        - special.log_ndtr(-z2)
+    )
+    lower = rng.uniform(size=np.shape(a1)) < np.where(finite, special.expit(log_ratio), 0.0)
+    # piece 1: x = m1 - Z / sqrt(a1) with Z > -z1; piece 2: x = m2 + Z / sqrt(a2) with Z > z2 (no bound if c = -inf)
+    bound = np.where(lower, -z1, np.where(finite, z2, -np.inf))
+    z = _truncated_standard_normal(bound, rng)
+    return np.where(lower, m1 - z / sqrt_a1, m2 + z / sqrt_a2)
 
 
 class GibbsSampler:

@@ -38,7 +38,9 @@ def test_every_method_runs_and_reports_the_summary(method: str) -> None:
     rows = run_deep_sea(method, 6, 30, [0, 1])
     assert [r["seed"] for r in rows] == [0, 1]
     for r in rows:
-        assert {"episodes_to_first_treasure", "solved_at_episode", "total_regret", "mean_return"} <= set(r)
+        assert {"episodes_to_first_treasure", "solved_at_episode", "total_regret", "mean_return", "cpu_seconds"} <= set(
+            r
+        )
         assert r["optimal_value"] == pytest.approx(0.99)
         assert r["total_regret"] >= -1e-9  # the denoised return never beats Q*(start) on the deterministic sea
         assert r["treasure_episodes"] == 30 - r["total_bad_episodes"]  # deterministic: not bad <=> treasure
@@ -217,3 +219,37 @@ def test_common_score_uses_only_the_runs_every_method_made() -> None:
     assert by_method["a"]["bsuite_score_common_sizes"] == 0.5  # (10, 0) solved, (10, 1) not; (12, 0) is a's alone
     assert by_method["a"]["bsuite_score_mean"] == 0.5  # seed 0: 2/2, seed 1: 0/1
     assert by_method["b"]["bsuite_score_common_sizes"] == 0.5
+
+
+def test_bayes_q_resample_every_k_reuses_the_draw_between_resamples() -> None:
+    from agents.bayesq.agents import BayesQBatch
+
+    agent = BayesQBatch(DeepSeaLayout(4), 2, AgentConfig(resample_every=3, gibbs_sweeps=2), np.random.default_rng(0))
+    draws = [agent.q_for_episode().copy() for _ in range(7)]
+    for i in (1, 2, 4, 5):
+        np.testing.assert_array_equal(draws[i], draws[i - 1])  # episodes 2, 3 and 5, 6 act on the last draw
+    for i in (3, 6):
+        assert not np.array_equal(draws[i], draws[i - 1])  # episodes 4 and 7 draw anew
+    (row,) = run_deep_sea("bayes-q", 5, 6, [0], config=AgentConfig(resample_every=2))
+    assert row["config"]["resample_every"] == 2  # recorded with every run
+    with pytest.raises(BayesQConfigError, match="resample_every"):
+        AgentConfig(resample_every=0)
+    assert main(["run", "--size", "4", "--episodes", "2", "--resample-every", "0"]) == 2
+
+
+def test_compare_run_groups_counts_solved_runs_and_tests_the_pooled_difference() -> None:
+    from agents.bayesq.experiment import compare_run_groups
+
+    def rows(solved_per_size: dict[int, list[bool]]) -> list[dict]:
+        return [
+            {"size": n, "solved_at_episode": 10 if ok else None} for n, oks in solved_per_size.items() for ok in oks
+        ]
+
+    same = compare_run_groups(
+        {"a": rows({28: [True, False], 30: [False]}), "b": rows({28: [False, True], 30: [False]})}, [28, 30], [28, 30]
+    )
+    assert same["groups"]["a"]["per_size"]["28"] == {"solved": 1, "runs": 2}
+    assert same["groups"]["b"]["pooled"] == {"solved": 1, "runs": 3}
+    assert same["tests"][0]["fisher_p_two_sided"] == pytest.approx(1.0)
+    apart = compare_run_groups({"a": rows({28: [True] * 15}), "b": rows({28: [False] * 15})}, [28], [28])
+    assert apart["tests"][0]["fisher_p_two_sided"] < 1e-6

@@ -168,3 +168,47 @@ def test_ssp_sampling_follows_p() -> None:
     ssp.seed(0)
     ends = np.mean([ssp.sample(0, 0)[0] == 1 for _ in range(4000)])
     assert ends == pytest.approx(0.75, abs=0.03)
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_deep_sea_chain_matches_the_exact_probabilities(stochastic: bool) -> None:
+    """The agent's Gibbs chain (compact live-cell sweep, fused two-piece draws) on a 3 x 3 sea after 6 random
+    episodes: P(action 1 greedy) of every reachable cell equals the exact enumeration over the 2^6 rules."""
+    from agents.bayesq.experiment import sampler_check
+
+    check = sampler_check(3, stochastic, episodes=6, noise_sd=0.5, sweeps=3000, warmup=100)
+    exact = np.array(check["exact_p_action1"])
+    assert exact.shape == (6,) and np.ptp(exact) > 0.2  # the data move the probabilities away from 1/2
+    np.testing.assert_allclose(check["current"]["p_action1"], exact, atol=0.05)
+    np.testing.assert_allclose(check["current"]["mean"], check["generic"]["mean"], atol=0.12)
+    np.testing.assert_allclose(check["current"]["sd"], check["generic"]["sd"], atol=0.08)
+
+
+@pytest.mark.parametrize("cmax", [0.3, -1.0, -np.inf])
+def test_two_piece_draws_follow_the_full_conditional(cmax: float) -> None:
+    """draw_two_piece against the density exp(-(a1 x^2 - 2 b1 x)/2 - sum w (u - max(x, c))^2 / 2) on a grid."""
+    from agents.bayesq.posterior import draw_two_piece
+
+    a1, b1, w, u = 1.5, 0.4, np.array([2.0, 3.0]), np.array([0.8, -0.1])
+    n = 200_000
+    full = np.ones(n)
+    x = draw_two_piece(
+        a1 * full,
+        b1 * full,
+        w.sum() * full,
+        (w * u).sum() * full,
+        (w * u * u).sum() * full,
+        cmax * full,
+        np.random.default_rng(0),
+    )
+    grid = np.linspace(-8, 8, 40_001)
+    top = np.maximum(grid, cmax) if np.isfinite(cmax) else grid
+    log_d = -0.5 * (a1 * grid**2 - 2 * b1 * grid) - 0.5 * (w[:, None] * (u[:, None] - top[None]) ** 2).sum(0)
+    dens = np.exp(log_d - log_d.max())
+    dens /= dens.sum()
+    mean, sd = (grid * dens).sum(), np.sqrt(((grid - (grid * dens).sum()) ** 2 * dens).sum())
+    assert x.mean() == pytest.approx(mean, abs=4 * sd / np.sqrt(n))
+    assert x.std() == pytest.approx(sd, rel=0.01)
+    if np.isfinite(cmax):
+        p_below = dens[grid < cmax].sum()
+        assert (x < cmax).mean() == pytest.approx(p_below, abs=4 * np.sqrt(p_below * (1 - p_below) / n) + 1e-4)
