@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 from evals.metrics import long_tail_mask, ranking_metrics
-from retrieval.ann import BACKENDS, build_index
+from retrieval.ann import BACKENDS, ExactIndex, build_index
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,97 @@ class Retrieved:
     total_seconds: float
 
 
+def stable_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, columns) of each row's ``k`` largest scores, descending, equal scores by ascending column.
+
+    The same as ``np.lexsort((columns, -scores))[:, :k]``, at the cost of ``torch.topk``: the k-th value is found
+    first, the columns above it are kept, and of those equal to it the leftmost ones fill the remaining places.
+    """
+    n, width = scores.shape
+    k = min(k, width)
+    table = torch.from_numpy(np.ascontiguousarray(scores))
+    kth = torch.topk(table, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
+    take = table > kth
+    tied = table == kth
+    need = k - take.sum(dim=1, keepdim=True)
+    crowded = (tied.sum(dim=1, keepdim=True) > need).squeeze(1)
+    if bool(crowded.any()):  # more ties at the k-th value than places left: keep the leftmost
+        rows = crowded.nonzero().squeeze(1)
+        tied[rows] &= tied[rows].cumsum(dim=1) <= need[rows]
+    take |= tied
+    columns = take.nonzero()[:, 1].view(n, k)  # row-major, so ascending columns per row
+    values = torch.gather(table, 1, columns)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return torch.gather(values, 1, order).numpy(), torch.gather(columns, 1, order).numpy()
+
+
+def _item_groups(ids: np.ndarray) -> np.ndarray | None:
+    """Start positions of each item's copies when the copies of every item are contiguous (else None)."""
+    if len(ids) == 0:
+        return None
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    if len(np.unique(ids[starts])) != len(starts):
+        return None
+    return starts
+
+
+def _retrieve_exact(
+    index: ExactIndex,
+    queries: np.ndarray,
+    k: int,
+    masks: Sequence[np.ndarray] | None,
+    starts: np.ndarray,
+    batch_size: int,
+    progress: bool,
+) -> Retrieved:
+    """Exact search with the de-duplication fused in: every copy's inner product, each item's best copy
+    (``np.maximum.reduceat`` over its contiguous copies), masked items out, the stable top ``k`` items.
+
+    The same lists as searching ``S * (k + |mask|)`` neighbours and de-duplicating: an item's rank is that of its
+    best copy, ties by position, and the copies of lower ids come first (tested against the generic path).
+    """
+    n = len(queries)
+    out = np.full((n, k), -1, dtype=np.int64)
+    group_items = index.ids[starts]
+    column = np.full(int(group_items.max()) + 1, -1, dtype=np.int64)
+    column[group_items] = np.arange(len(group_items))
+    # chunks of whole items, about index.chunk_size vectors each (as many as ExactIndex scores at a time)
+    step = max(1, len(starts) * index.chunk_size // len(index.vectors))
+    bounds = [*starts[::step].tolist(), len(index.vectors)]
+    tick = time.perf_counter()
+    for first in tqdm(range(0, n, batch_size), desc="retrieve", disable=not progress, leave=False):
+        batch = _check_queries(queries[first : first + batch_size], index)
+        best = np.empty((len(batch), len(starts)), dtype=np.float32)
+        done = 0
+        for low, high in itertools.pairwise(bounds):
+            block = batch @ index.vectors[low:high].T
+            local = starts[(starts >= low) & (starts < high)] - low
+            best[:, done : done + len(local)] = np.maximum.reduceat(block, local, axis=1)
+            done += len(local)
+        if masks is not None:
+            rows = [np.full(len(masks[r]), j) for j, r in enumerate(range(first, first + len(batch)))]
+            masked = [masks[r] for r in range(first, first + len(batch))]
+            if rows and sum(map(len, masked)):
+                items = np.concatenate(masked)
+                where = np.where(items < len(column), column[np.minimum(items, len(column) - 1)], -1)
+                keep = where >= 0
+                best[np.concatenate(rows)[keep], where[keep]] = -np.inf
+        values, columns = stable_top_k(best, k)
+        found = group_items[columns]
+        found[values == -np.inf] = -1
+        out[first : first + len(batch), : found.shape[1]] = found
+    seconds = time.perf_counter() - tick
+    return Retrieved(out, seconds, seconds)
+
+
+def _check_queries(batch: np.ndarray, index: ExactIndex) -> np.ndarray:
+    """Queries as the float32 matrix ExactIndex would search with."""
+    batch = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
+    if batch.ndim != 2 or batch.shape[1] != index.vectors.shape[1]:
+        raise DinosaurError(f"queries of shape {batch.shape} for an index of {index.vectors.shape[1]}-d vectors")
+    return batch
+
+
 def retrieve(
     index: Any,
     queries: np.ndarray,
@@ -171,10 +263,19 @@ def retrieve(
     batch_size: int = 256,
     n_vectors: int | None = None,
     progress: bool = False,
+    fused: bool = True,
 ) -> Retrieved:
-    """Search max_copies * (k + |mask|) neighbours per query, keep each item's best copy, drop masked, keep k."""
+    """Search max_copies * (k + |mask|) neighbours per query, keep each item's best copy, drop masked, keep k.
+
+    On an ``ExactIndex`` whose items' copies are contiguous (as ``sample_item_embeddings`` lays them out) and
+    ``fused``, the same lists come from one pass over all inner products (``_retrieve_exact``), without fetching
+    and de-duplicating S * (k + |mask|) neighbours per user; ``fused=False`` forces the generic path."""
     if k < 1:
         raise DinosaurError(f"k must be >= 1, got {k}")
+    if fused and isinstance(index, ExactIndex) and n_vectors is None:
+        starts = _item_groups(index.ids)
+        if starts is not None:
+            return _retrieve_exact(index, queries, k, masks, starts, batch_size, progress)
     n = len(queries)
     out = np.full((n, k), -1, dtype=np.int64)
     mask_sizes = np.array([len(m) for m in masks]) if masks is not None else np.zeros(n, dtype=np.int64)
