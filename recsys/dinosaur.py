@@ -379,21 +379,18 @@ def epsilon_greedy_lists(
 def exact_lists(
     users: np.ndarray, items: np.ndarray, k: int, masks: Sequence[np.ndarray], item_bias: np.ndarray | None = None
 ) -> np.ndarray:
-    """Top-k items per user by <u, v> (+ ``item_bias``), masked, by brute force (baselines and tests)."""
+    """Top-k items per user by <u, v> (+ ``item_bias``), masked, by brute force (baselines and tests); equal
+    scores in item order."""
     out = np.full((len(users), k), -1, dtype=np.int64)
     for start in range(0, len(users), 512):
         scores = users[start : start + 512] @ items.T
         if item_bias is not None:
-            scores = scores + item_bias[None, :]
+            scores += item_bias[None, :]
         for j in range(len(scores)):
             scores[j, masks[start + j]] = -np.inf
-        width = min(k, items.shape[0])
-        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        kept = np.take_along_axis(scores, part, 1)
-        order = np.argsort(-kept, axis=1, kind="stable")
-        top = np.take_along_axis(part, order, 1)
-        top[np.take_along_axis(kept, order, 1) == -np.inf] = -1
-        out[start : start + len(scores), :width] = top
+        values, top = stable_top_k(scores, k)
+        top[values == -np.inf] = -1
+        out[start : start + len(scores), : top.shape[1]] = top
     return out
 
 
@@ -566,6 +563,8 @@ def _baselines(
         "point_exact": list_metrics(point, data.test, ks, data.counts),
     }
     eps_rows, pop_rows = {}, {}
+    beta_grid = [0.0, *np.geomspace(0.01, 4.0, 12)]
+    grid_lists: dict[float, np.ndarray] = {}  # popularity-debiased lists at the grid's betas, shared by every K
     for k in ks:
         target = result[f"S={target_s}"][f"coverage@{k}"] * len(data.counts)
 
@@ -573,7 +572,12 @@ def _baselines(
             return epsilon_greedy_lists(point[:, :k], eps, tail_items, data.masks, seed)
 
         def debiased(beta: float, k: int = k) -> np.ndarray:
-            return exact_lists(data.users, data.items, k, data.masks, -beta * scale * log_counts)
+            if beta not in beta_grid:  # a bisection step, for this K only
+                return exact_lists(data.users, data.items, k, data.masks, -beta * scale * log_counts)
+            if beta not in grid_lists:  # a grid point: its lists at the largest K; a stable top k is their prefix
+                lists = exact_lists(data.users, data.items, k_max, data.masks, -beta * scale * log_counts)
+                grid_lists[beta] = lists.astype(np.int32)  # item ids fit; half the memory of the cache
+            return grid_lists[beta][:, :k].astype(np.int64)
 
         eps, lists, reached = _match(target, greedy, k, [0.0, *np.geomspace(0.001, 1.0, 10)])
         eps_rows[f"K={k}"] = {
@@ -581,7 +585,7 @@ def _baselines(
             "reached": reached,
             **list_metrics(lists, data.test, [k], data.counts, tail),
         }
-        beta, lists, reached = _match(target, debiased, k, [0.0, *np.geomspace(0.01, 4.0, 12)])
+        beta, lists, reached = _match(target, debiased, k, beta_grid)
         pop_rows[f"K={k}"] = {
             "beta": beta * scale,
             "reached": reached,

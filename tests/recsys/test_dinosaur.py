@@ -164,6 +164,21 @@ def test_baselines_are_matched_to_dinosaur_coverage():
     assert result["baselines"]["point_exact"]["coverage@20"] == pytest.approx(result["S=1"]["coverage@20"])
 
 
+def test_debiased_baseline_at_every_k_is_the_lists_of_its_beta():
+    """The grid's lists are computed once at the largest K and cut for the smaller ones: the same lists."""
+    data = _catalogue()
+    ks = [5, 20, 60]
+    result = evaluate_dinosaur(data, [1, 5], ks, count_sigma(data.counts, c=0.6), seed=0, match_samples=5)
+    log_counts = np.log1p(data.counts).astype(np.float32)
+    for k in ks:
+        row = result["baselines"]["popularity_debiased"][f"K={k}"]
+        lists = exact_lists(data.users, data.items, k, data.masks, -row["beta"] * log_counts)
+        direct = list_metrics(lists, data.test, [k], data.counts)
+        for key in (f"recall@{k}", f"coverage@{k}", f"tail_users@{k}"):
+            assert row[key] == pytest.approx(direct[key], abs=1e-6)
+    assert len({result["baselines"]["popularity_debiased"][f"K={k}"]["beta"] for k in ks}) > 1
+
+
 def test_bad_arguments_raise_our_error():
     data = _catalogue()
     with pytest.raises(DinosaurError, match="exceeds the catalogue"):
