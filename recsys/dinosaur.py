@@ -169,19 +169,23 @@ def stable_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     The same as ``np.lexsort((columns, -scores))[:, :k]``, at the cost of ``torch.topk``: the k-th value is found
     first, the columns above it are kept, and of those equal to it the leftmost ones fill the remaining places.
     """
-    n, width = scores.shape
+    width = scores.shape[1]
     k = min(k, width)
     table = torch.from_numpy(np.ascontiguousarray(scores))
-    kth = torch.topk(table, k, dim=1, sorted=False).values.min(dim=1, keepdim=True).values
-    take = table > kth
-    tied = table == kth
-    need = k - take.sum(dim=1, keepdim=True)
-    crowded = (tied.sum(dim=1, keepdim=True) > need).squeeze(1)
-    if bool(crowded.any()):  # more ties at the k-th value than places left: keep the leftmost
-        rows = crowded.nonzero().squeeze(1)
-        tied[rows] &= tied[rows].cumsum(dim=1) <= need[rows]
-    take |= tied
-    columns = take.nonzero()[:, 1].view(n, k)  # row-major, so ascending columns per row
+    # one more than k: where the (k+1)-th value is below the k-th, the k taken are the only possible ones
+    values, columns = torch.topk(table, min(k + 1, width), dim=1, sorted=True)
+    columns = columns[:, :k].clone()
+    if k < width:
+        crowded = values[:, k - 1] == values[:, k]
+        if bool(crowded.any()):  # ties at the k-th value continue past it: keep the leftmost of them
+            rows = crowded.nonzero().squeeze(1)
+            part, kth = table[rows], values[rows, k - 1 : k]
+            take = part > kth
+            tied = part == kth
+            need = k - take.sum(dim=1, keepdim=True)
+            take |= tied & (tied.cumsum(dim=1) <= need)
+            columns[rows] = take.nonzero()[:, 1].view(len(rows), k)  # row-major: ascending columns per row
+    columns = torch.sort(columns, dim=1).values  # then a stable sort by value keeps equal values in column order
     values = torch.gather(table, 1, columns)
     order = torch.sort(values, dim=1, descending=True, stable=True).indices
     return torch.gather(values, 1, order).numpy(), torch.gather(columns, 1, order).numpy()
@@ -218,6 +222,8 @@ def _retrieve_exact(
     column = np.full(int(group_items.max()) + 1, -1, dtype=np.int64)
     column[group_items] = np.arange(len(group_items))
     # chunks of whole items, about index.chunk_size vectors each (as many as ExactIndex scores at a time)
+    sizes = np.diff(np.append(starts, len(index.vectors)))
+    uniform = bool((sizes == sizes[0]).all())
     step = max(1, len(starts) * index.chunk_size // len(index.vectors))
     bounds = [*starts[::step].tolist(), len(index.vectors)]
     tick = time.perf_counter()
@@ -228,7 +234,10 @@ def _retrieve_exact(
         for low, high in itertools.pairwise(bounds):
             block = batch @ index.vectors[low:high].T
             local = starts[(starts >= low) & (starts < high)] - low
-            best[:, done : done + len(local)] = np.maximum.reduceat(block, local, axis=1)
+            if uniform:  # S copies each: a max over the last axis of [queries, items, S]
+                best[:, done : done + len(local)] = torch.from_numpy(block).view(len(batch), len(local), -1).amax(2)
+            else:
+                best[:, done : done + len(local)] = np.maximum.reduceat(block, local, axis=1)
             done += len(local)
         if masks is not None:
             rows = [np.full(len(masks[r]), j) for j, r in enumerate(range(first, first + len(batch)))]
@@ -530,15 +539,12 @@ def evaluate_dinosaur(
             base = reference[key]
             timing[f"{key}_vs_s1"] = timing[key] / base if base else None
         metrics["index"] = timing
-        metrics["lists"] = found.items  # dropped before writing; used by the baselines
         result[f"S={s}"] = metrics
         logger.info("S=%d: %s", s, " ".join(f"coverage@{k} {metrics[f'coverage@{k}']:.4f}" for k in ks))
         if backend == "chroma" and store is not None:
             store.delete_collection(options["collection"])
     if baselines:
         result["baselines"] = _baselines(data, result, samples, ks, tail, seed, match_samples)
-    for s in samples:
-        result[f"S={s}"].pop("lists")
     return result
 
 
