@@ -298,6 +298,11 @@ def _scale_backend(
     # build seconds of earlier, stopped runs of a resumed Chroma build (their progress file names the vectors)
     clock = {"start": time.perf_counter(), "outside": 0.0, "before": 0.0, "checked": False}
     earlier = json.loads(progress_file.read_text()) if backend == "chroma" and progress_file.is_file() else None
+    if args.resume and earlier and "dinosaur_scale" in store.list_collections():
+        # a run stopped inside a batch holds vectors past its last recorded one: drop them, build them again
+        held = store.count("dinosaur_scale")
+        for first in range(earlier["vectors"], held, 5000):
+            store.delete("dinosaur_scale", ids=[str(i) for i in range(first, min(first + 5000, held))])
 
     def measure(index: Any, built: int, build_seconds: float, backend: str = backend) -> None:
         """QPS and recall vs exact of the ``built`` vectors indexed so far (HNSW: at each efSearch)."""
