@@ -326,7 +326,11 @@ class ChromaIndex:
             if len(augmented) > add_batch:
                 elapsed = time.perf_counter() - tick - outside
                 logger.info(
-                    "Chroma: %d / %d vectors, %.0f s, %.0f vectors/s", added, len(augmented), elapsed, added / elapsed
+                    "Chroma: %d / %d vectors, %.0f s, %.0f vectors/s (this run)",
+                    added,
+                    len(augmented),
+                    elapsed,
+                    (added - self.resumed_at) / elapsed,
                 )
             if on_batch is not None:
                 self.n_added = added
