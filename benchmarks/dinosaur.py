@@ -14,6 +14,7 @@ measures build time, memory and queries per second. ``plot`` draws coverage@K ag
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import resource
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS_DIR, print_table, write_results
+from core.io import atomic_write_json
 from recsys.dinosaur import (
     count_sigma,
     dot_product_factors,
@@ -272,21 +274,35 @@ def _scale_backend(
     subset, subset_ids = vectors[:size], owners[:size]
     tmp = None
     options: dict[str, Any] = {}
-    store = None
+    store, progress_file = None, None
     if backend == "chroma":
         from retrieval.store import VectorStore
 
-        tmp = tempfile.TemporaryDirectory(prefix="dinosaur_scale_chroma_")
-        store = VectorStore(Path(tmp.name))
+        if args.chroma_store:  # a kept store: a stopped build can be resumed (--resume) by a later run
+            store_path = Path(args.chroma_store)
+        else:
+            tmp = tempfile.TemporaryDirectory(prefix="dinosaur_scale_chroma_")
+            store_path = Path(tmp.name)
+        store = VectorStore(store_path)
+        progress_file = store_path.with_name(store_path.name + ".progress.json")
         options["collection"] = "dinosaur_scale"
         options["batch_size"] = args.chroma_batch
+        options["hnsw"] = _options(args.chroma_hnsw) or None
+        options["resume"] = args.resume
     if backend == "faiss-ivf":
         options["train_size"] = args.ivf_train
     if backend == "faiss-hnsw":
         options.update(m=args.hnsw_m, ef_construction=args.hnsw_ef_construction)
     logger.info("building %s on %d vectors (%d build threads)", backend, size, args.build_threads)
     measured: set[int] = set()
-    clock = {"start": time.perf_counter(), "outside": 0.0}
+    # build seconds of earlier, stopped runs of a resumed Chroma build (their progress file names the vectors)
+    clock = {"start": time.perf_counter(), "outside": 0.0, "before": 0.0, "checked": False}
+    earlier = json.loads(progress_file.read_text()) if backend == "chroma" and progress_file.is_file() else None
+    if args.resume and earlier and "dinosaur_scale" in store.list_collections():
+        # a run stopped inside a batch holds vectors past its last recorded one: drop them, build them again
+        held = store.count("dinosaur_scale")
+        for first in range(earlier["vectors"], held, 5000):
+            store.delete("dinosaur_scale", ids=[str(i) for i in range(first, min(first + 5000, held))])
 
     def measure(index: Any, built: int, build_seconds: float, backend: str = backend) -> None:
         """QPS and recall vs exact of the ``built`` vectors indexed so far (HNSW: at each efSearch)."""
@@ -327,7 +343,15 @@ def _scale_backend(
     def on_batch(index: Any) -> bool:
         """Measure at the checkpoints; stop adding once the build budget is spent."""
         built = int(index.index.ntotal) if hasattr(index, "index") else int(index.n_added)
-        build_seconds = time.perf_counter() - clock["start"] - clock["outside"]
+        if backend == "chroma" and not clock["checked"]:
+            clock["checked"] = True
+            resumed_at = getattr(index, "resumed_at", 0)
+            if resumed_at and not (earlier and earlier["vectors"] == resumed_at):
+                raise SystemExit(f"{progress_file}: no build time recorded for the {resumed_at} vectors held")
+            clock["before"] = earlier["build_s"] if resumed_at else 0.0
+        build_seconds = clock["before"] + time.perf_counter() - clock["start"] - clock["outside"]
+        if backend == "chroma":
+            atomic_write_json(progress_file, {"vectors": built, "build_s": build_seconds})
         mark = time.perf_counter()
         if built in checkpoints:
             measure(index, built, build_seconds)
@@ -346,13 +370,13 @@ def _scale_backend(
     index = build_index(backend, subset, subset_ids, store=store, **options)
     built = index.stats.n_vectors
     if built not in measured:
-        measure(index, built, index.stats.build_seconds)
+        measure(index, built, clock["before"] + index.stats.build_seconds)
     for row in rows:
         if row["backend"] == backend and row["vectors"] == built:
             row["index_GB"] = index.stats.memory_bytes / 1e9
             row["final"] = True
             if built < len(vectors):
-                row["build_s_extrapolated_to_all_linear"] = index.stats.build_seconds * len(vectors) / built
+                row["build_s_extrapolated_to_all_linear"] = row["build_s"] * len(vectors) / built
     del index
     if store is not None:
         store.close()
@@ -379,6 +403,9 @@ def scale(args: argparse.Namespace) -> None:
         owners[first * s : first * s + len(part)] = part_owners + first
     logger.info("%d vectors (%.2f GB) generated; peak RSS %.2f GiB", len(vectors), vectors.nbytes / 1e9, _rss_gb())
     rows = []
+    previous = RESULTS_DIR / f"{args.name}.json"
+    if args.resume and previous.is_file():  # the rows measured before the build was stopped
+        rows = [{**row, "final": False} for row in json.loads(previous.read_text())["rows"]]
     k = args.k * s  # DINOSAUR fetches S * K neighbours per query
     sizes = {"faiss-ivf": len(vectors), "faiss-hnsw": min(args.hnsw_vectors, len(vectors))}
     sizes["chroma"] = min(args.chroma_vectors, len(vectors))
@@ -576,6 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--chroma-batch", type=int, default=5000, help="vectors per upsert (Chroma caps it at its max)")
     sc.add_argument("--build-threads", type=int, default=1, help="faiss OpenMP threads while building")
     sc.add_argument("--add-batch", type=int, default=250_000, help="HNSW/Chroma: vectors added between checks")
+    sc.add_argument(
+        "--chroma-hnsw", default="", help="Chroma index settings, e.g. max_neighbors=16,sync_threshold=100000"
+    )
+    sc.add_argument("--chroma-store", help="keep the Chroma store in this directory (default: a temporary one)")
+    sc.add_argument(
+        "--resume", action="store_true", help="Chroma: go on with the build kept in --chroma-store (same --name)"
+    )
     sc.add_argument("--checkpoints", default="", help="HNSW/Chroma: sizes (multiples of --add-batch) to measure at")
     sc.add_argument("--build-budget-s", type=float, default=0.0, help="HNSW/Chroma: stop adding after this many s")
     sc.add_argument("--query-threads", type=int, default=1, help="faiss OpenMP threads while querying")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from tqdm.auto import tqdm
 
 from core.cli import add_verbosity_args, configure_from_args, run_cli
 from evals.metrics import long_tail_mask, ranking_metrics
-from retrieval.ann import BACKENDS, build_index
+from retrieval.ann import BACKENDS, ExactIndex, build_index
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,106 @@ class Retrieved:
     total_seconds: float
 
 
+def stable_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, columns) of each row's ``k`` largest scores, descending, equal scores by ascending column.
+
+    The same as ``np.lexsort((columns, -scores))[:, :k]``, at the cost of ``torch.topk``: the k-th value is found
+    first, the columns above it are kept, and of those equal to it the leftmost ones fill the remaining places.
+    """
+    width = scores.shape[1]
+    k = min(k, width)
+    table = torch.from_numpy(np.ascontiguousarray(scores))
+    # one more than k: where the (k+1)-th value is below the k-th, the k taken are the only possible ones
+    values, columns = torch.topk(table, min(k + 1, width), dim=1, sorted=True)
+    columns = columns[:, :k].clone()
+    if k < width:
+        crowded = values[:, k - 1] == values[:, k]
+        if bool(crowded.any()):  # ties at the k-th value continue past it: keep the leftmost of them
+            rows = crowded.nonzero().squeeze(1)
+            part, kth = table[rows], values[rows, k - 1 : k]
+            take = part > kth
+            tied = part == kth
+            need = k - take.sum(dim=1, keepdim=True)
+            take |= tied & (tied.cumsum(dim=1) <= need)
+            columns[rows] = take.nonzero()[:, 1].view(len(rows), k)  # row-major: ascending columns per row
+    columns = torch.sort(columns, dim=1).values  # then a stable sort by value keeps equal values in column order
+    values = torch.gather(table, 1, columns)
+    order = torch.sort(values, dim=1, descending=True, stable=True).indices
+    return torch.gather(values, 1, order).numpy(), torch.gather(columns, 1, order).numpy()
+
+
+def _item_groups(ids: np.ndarray) -> np.ndarray | None:
+    """Start positions of each item's copies when the copies of every item are contiguous (else None)."""
+    if len(ids) == 0:
+        return None
+    starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+    if len(np.unique(ids[starts])) != len(starts):
+        return None
+    return starts
+
+
+def _retrieve_exact(
+    index: ExactIndex,
+    queries: np.ndarray,
+    k: int,
+    masks: Sequence[np.ndarray] | None,
+    starts: np.ndarray,
+    batch_size: int,
+    progress: bool,
+) -> Retrieved:
+    """Exact search with the de-duplication fused in: every copy's inner product, each item's best copy
+    (``np.maximum.reduceat`` over its contiguous copies), masked items out, the stable top ``k`` items.
+
+    The same lists as searching ``S * (k + |mask|)`` neighbours and de-duplicating: an item's rank is that of its
+    best copy, ties by position, and the copies of lower ids come first (tested against the generic path).
+    """
+    n = len(queries)
+    out = np.full((n, k), -1, dtype=np.int64)
+    group_items = index.ids[starts]
+    column = np.full(int(group_items.max()) + 1, -1, dtype=np.int64)
+    column[group_items] = np.arange(len(group_items))
+    # chunks of whole items, about index.chunk_size vectors each (as many as ExactIndex scores at a time)
+    sizes = np.diff(np.append(starts, len(index.vectors)))
+    uniform = bool((sizes == sizes[0]).all())
+    step = max(1, len(starts) * index.chunk_size // len(index.vectors))
+    bounds = [*starts[::step].tolist(), len(index.vectors)]
+    tick = time.perf_counter()
+    for first in tqdm(range(0, n, batch_size), desc="retrieve", disable=not progress, leave=False):
+        batch = _check_queries(queries[first : first + batch_size], index)
+        best = np.empty((len(batch), len(starts)), dtype=np.float32)
+        done = 0
+        for low, high in itertools.pairwise(bounds):
+            block = batch @ index.vectors[low:high].T
+            local = starts[(starts >= low) & (starts < high)] - low
+            if uniform:  # S copies each: a max over the last axis of [queries, items, S]
+                best[:, done : done + len(local)] = torch.from_numpy(block).view(len(batch), len(local), -1).amax(2)
+            else:
+                best[:, done : done + len(local)] = np.maximum.reduceat(block, local, axis=1)
+            done += len(local)
+        if masks is not None:
+            rows = [np.full(len(masks[r]), j) for j, r in enumerate(range(first, first + len(batch)))]
+            masked = [masks[r] for r in range(first, first + len(batch))]
+            if rows and sum(map(len, masked)):
+                items = np.concatenate(masked)
+                where = np.where(items < len(column), column[np.minimum(items, len(column) - 1)], -1)
+                keep = where >= 0
+                best[np.concatenate(rows)[keep], where[keep]] = -np.inf
+        values, columns = stable_top_k(best, k)
+        found = group_items[columns]
+        found[values == -np.inf] = -1
+        out[first : first + len(batch), : found.shape[1]] = found
+    seconds = time.perf_counter() - tick
+    return Retrieved(out, seconds, seconds)
+
+
+def _check_queries(batch: np.ndarray, index: ExactIndex) -> np.ndarray:
+    """Queries as the float32 matrix ExactIndex would search with."""
+    batch = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
+    if batch.ndim != 2 or batch.shape[1] != index.vectors.shape[1]:
+        raise DinosaurError(f"queries of shape {batch.shape} for an index of {index.vectors.shape[1]}-d vectors")
+    return batch
+
+
 def retrieve(
     index: Any,
     queries: np.ndarray,
@@ -171,10 +272,19 @@ def retrieve(
     batch_size: int = 256,
     n_vectors: int | None = None,
     progress: bool = False,
+    fused: bool = True,
 ) -> Retrieved:
-    """Search max_copies * (k + |mask|) neighbours per query, keep each item's best copy, drop masked, keep k."""
+    """Search max_copies * (k + |mask|) neighbours per query, keep each item's best copy, drop masked, keep k.
+
+    On an ``ExactIndex`` whose items' copies are contiguous (as ``sample_item_embeddings`` lays them out) and
+    ``fused``, the same lists come from one pass over all inner products (``_retrieve_exact``), without fetching
+    and de-duplicating S * (k + |mask|) neighbours per user; ``fused=False`` forces the generic path."""
     if k < 1:
         raise DinosaurError(f"k must be >= 1, got {k}")
+    if fused and isinstance(index, ExactIndex) and n_vectors is None:
+        starts = _item_groups(index.ids)
+        if starts is not None:
+            return _retrieve_exact(index, queries, k, masks, starts, batch_size, progress)
     n = len(queries)
     out = np.full((n, k), -1, dtype=np.int64)
     mask_sizes = np.array([len(m) for m in masks]) if masks is not None else np.zeros(n, dtype=np.int64)
@@ -278,21 +388,18 @@ def epsilon_greedy_lists(
 def exact_lists(
     users: np.ndarray, items: np.ndarray, k: int, masks: Sequence[np.ndarray], item_bias: np.ndarray | None = None
 ) -> np.ndarray:
-    """Top-k items per user by <u, v> (+ ``item_bias``), masked, by brute force (baselines and tests)."""
+    """Top-k items per user by <u, v> (+ ``item_bias``), masked, by brute force (baselines and tests); equal
+    scores in item order."""
     out = np.full((len(users), k), -1, dtype=np.int64)
     for start in range(0, len(users), 512):
         scores = users[start : start + 512] @ items.T
         if item_bias is not None:
-            scores = scores + item_bias[None, :]
+            scores += item_bias[None, :]
         for j in range(len(scores)):
             scores[j, masks[start + j]] = -np.inf
-        width = min(k, items.shape[0])
-        part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
-        kept = np.take_along_axis(scores, part, 1)
-        order = np.argsort(-kept, axis=1, kind="stable")
-        top = np.take_along_axis(part, order, 1)
-        top[np.take_along_axis(kept, order, 1) == -np.inf] = -1
-        out[start : start + len(scores), :width] = top
+        values, top = stable_top_k(scores, k)
+        top[values == -np.inf] = -1
+        out[start : start + len(scores), : top.shape[1]] = top
     return out
 
 
@@ -432,15 +539,12 @@ def evaluate_dinosaur(
             base = reference[key]
             timing[f"{key}_vs_s1"] = timing[key] / base if base else None
         metrics["index"] = timing
-        metrics["lists"] = found.items  # dropped before writing; used by the baselines
         result[f"S={s}"] = metrics
         logger.info("S=%d: %s", s, " ".join(f"coverage@{k} {metrics[f'coverage@{k}']:.4f}" for k in ks))
         if backend == "chroma" and store is not None:
             store.delete_collection(options["collection"])
     if baselines:
         result["baselines"] = _baselines(data, result, samples, ks, tail, seed, match_samples)
-    for s in samples:
-        result[f"S={s}"].pop("lists")
     return result
 
 
@@ -465,6 +569,8 @@ def _baselines(
         "point_exact": list_metrics(point, data.test, ks, data.counts),
     }
     eps_rows, pop_rows = {}, {}
+    beta_grid = [0.0, *np.geomspace(0.01, 4.0, 12)]
+    grid_lists: dict[float, np.ndarray] = {}  # popularity-debiased lists at the grid's betas, shared by every K
     for k in ks:
         target = result[f"S={target_s}"][f"coverage@{k}"] * len(data.counts)
 
@@ -472,7 +578,12 @@ def _baselines(
             return epsilon_greedy_lists(point[:, :k], eps, tail_items, data.masks, seed)
 
         def debiased(beta: float, k: int = k) -> np.ndarray:
-            return exact_lists(data.users, data.items, k, data.masks, -beta * scale * log_counts)
+            if beta not in beta_grid:  # a bisection step, for this K only
+                return exact_lists(data.users, data.items, k, data.masks, -beta * scale * log_counts)
+            if beta not in grid_lists:  # a grid point: its lists at the largest K; a stable top k is their prefix
+                lists = exact_lists(data.users, data.items, k_max, data.masks, -beta * scale * log_counts)
+                grid_lists[beta] = lists.astype(np.int32)  # item ids fit; half the memory of the cache
+            return grid_lists[beta][:, :k].astype(np.int64)
 
         eps, lists, reached = _match(target, greedy, k, [0.0, *np.geomspace(0.001, 1.0, 10)])
         eps_rows[f"K={k}"] = {
@@ -480,7 +591,7 @@ def _baselines(
             "reached": reached,
             **list_metrics(lists, data.test, [k], data.counts, tail),
         }
-        beta, lists, reached = _match(target, debiased, k, [0.0, *np.geomspace(0.01, 4.0, 12)])
+        beta, lists, reached = _match(target, debiased, k, beta_grid)
         pop_rows[f"K={k}"] = {
             "beta": beta * scale,
             "reached": reached,

@@ -295,21 +295,30 @@ class ChromaIndex:
         rebuild: bool = True,
         add_batch: int = 100_000,
         on_batch: Callable[[ChromaIndex], bool] | None = None,
+        hnsw: dict[str, Any] | None = None,
+        resume: bool = False,
     ) -> None:
         """Upsert ``vectors`` ``add_batch`` at a time (``batch_size`` per store call); ``on_batch(self)`` after each
-        may stop early (return False), as for ``FaissHNSWIndex``; its time is not counted as build time."""
+        may stop early (return False), as for ``FaissHNSWIndex``; its time is not counted as build time.
+        ``hnsw``: the collection's index settings (``VectorStore.collection(hnsw=...)``; Chroma's defaults if None).
+        ``resume``: keep an existing collection built by an earlier, stopped ``ChromaIndex`` over the same vectors
+        and add only the vectors after those it holds (its ids are the positions "0", "1", ...)."""
         tick = time.perf_counter()
         self.vectors = _check_vectors(vectors, "vectors")
         self.ids = _check_ids(ids, len(self.vectors))
         augmented, self.max_norm = mips_augment_items(self.vectors)
         self.store = store
         self.collection = collection
-        if rebuild and collection in store.list_collections():
+        exists = collection in store.list_collections()
+        if rebuild and exists and not resume:
             store.delete_collection(collection)
-        store.collection(collection, dim=augmented.shape[1])
+        store.collection(collection, dim=augmented.shape[1], hnsw=hnsw)
         # position -> string id: the store's ids are strings; ids may repeat (several copies of one item)
         outside, added = 0.0, 0
-        for start in range(0, len(augmented), add_batch):
+        if resume and exists:
+            added = self._resume_point(augmented)
+        self.resumed_at = added
+        for start in range(added, len(augmented), add_batch):
             stop = min(start + add_batch, len(augmented))
             keys = [str(i) for i in range(start, stop)]
             store.upsert(collection, keys, embeddings=augmented[start:stop], batch_size=batch_size)
@@ -317,7 +326,11 @@ class ChromaIndex:
             if len(augmented) > add_batch:
                 elapsed = time.perf_counter() - tick - outside
                 logger.info(
-                    "Chroma: %d / %d vectors, %.0f s, %.0f vectors/s", added, len(augmented), elapsed, added / elapsed
+                    "Chroma: %d / %d vectors, %.0f s, %.0f vectors/s (this run)",
+                    added,
+                    len(augmented),
+                    elapsed,
+                    (added - self.resumed_at) / elapsed,
                 )
             if on_batch is not None:
                 self.n_added = added
@@ -334,8 +347,29 @@ class ChromaIndex:
             self.vectors.shape[1],
             time.perf_counter() - tick - outside,
             _directory_bytes(getattr(store, "path", None)),
-            {"space": "cosine (MIPS-augmented)", "location": str(getattr(store, "location", ""))},
+            {
+                "space": "cosine (MIPS-augmented)",
+                "location": str(getattr(store, "location", "")),
+                **(store.hnsw_settings(collection) if hasattr(store, "hnsw_settings") else {}),
+                "resumed_at": self.resumed_at,
+            },
         )
+
+    def _resume_point(self, augmented: np.ndarray) -> int:
+        """How many of the (augmented) vectors an existing collection holds, checked: ids "0" .. str(count - 1),
+        the last of them stored with the vector given at that position."""
+        count, n = self.store.count(self.collection), len(augmented)
+        if count > n:
+            raise AnnIndexError(f"collection {self.collection!r} holds {count} vectors, more than the {n} given")
+        if count:
+            last = self.store.get(self.collection, ids=[str(count - 1)], include_embeddings=True)
+            if len(last) != 1 or not np.allclose(last[0]["embedding"], augmented[count - 1], atol=1e-6):
+                raise AnnIndexError(
+                    f"collection {self.collection!r}: its {count} vectors are not the first {count} given (id "
+                    f"{str(count - 1)!r} missing or another vector), so it cannot be resumed; rebuild it"
+                )
+        logger.info("Chroma: resuming %r at %d of %d vectors", self.collection, count, n)
+        return count
 
     def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-``k`` from the store, re-scored by exact inner product."""

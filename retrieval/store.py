@@ -47,6 +47,17 @@ META_MODALITY = "modality"
 DEFAULT_BATCH_SIZE = 512
 _COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 _SCALAR_TYPES = (str, int, float, bool)
+# Index settings a collection may be created with (Chroma's ``configuration={"hnsw": ...}``), with their lower
+# bounds. The space stays cosine: query scores are 1 - cosine distance. Chroma 1.x's Rust index drops
+# ``batch_size`` and ``num_threads`` from the stored configuration, so they are refused rather than ignored.
+HNSW_SETTINGS: dict[str, tuple[type, float]] = {
+    "max_neighbors": (int, 2),  # M: graph neighbours per node (Chroma's default 16)
+    "ef_construction": (int, 1),  # candidate list while inserting (default 100)
+    "ef_search": (int, 1),  # candidate list while querying (default 100; Chroma uses max(ef_search, k))
+    "sync_threshold": (int, 3),  # vectors between persists of the index (default 1000)
+    "resize_factor": (float, 1.0),  # growth factor of the index's capacity (default 1.2; must exceed 1)
+}
+HNSW_MUTABLE = ("ef_search", "sync_threshold", "resize_factor")  # what Chroma lets an existing collection change
 
 # One writer lock per directory per process, shared (reference-counted) by the stores of this process:
 # Chroma is thread-safe within a process, but not safe across processes on one directory.
@@ -320,8 +331,12 @@ class VectorStore:
         self._states[name] = state
         return state
 
-    def _create(self, name: str, embedder: Embedder | None, dim: int | None) -> _CollectionState:
-        """Create a cosine-space collection recording its embedder (or "external") and dimension."""
+    def _create(
+        self, name: str, embedder: Embedder | None, dim: int | None, hnsw: Mapping[str, Any] | None = None
+    ) -> _CollectionState:
+        """Create a cosine-space collection recording its embedder (or "external") and dimension.
+
+        ``hnsw`` holds index settings checked by ``check_hnsw_settings`` (Chroma's defaults for the rest)."""
         from chromadb.errors import ChromaError
 
         self._require_writable()
@@ -335,7 +350,7 @@ class VectorStore:
             with self._chroma("create collection", name):
                 self._client.create_collection(
                     name,
-                    configuration={"hnsw": {"space": "cosine"}},
+                    configuration={"hnsw": {"space": "cosine", **check_hnsw_settings(hnsw, name)}},
                     metadata=metadata,
                     embedding_function=None,
                 )
@@ -373,12 +388,25 @@ class VectorStore:
 
     # ------------------------------------------------------------------------------ collections
 
-    def collection(self, name: str, embedder: Embedder | None = None, dim: int | None = None) -> Collection:
-        """Open or create collection ``name``; an existing one must have been built with the same embedder."""
+    def collection(
+        self,
+        name: str,
+        embedder: Embedder | None = None,
+        dim: int | None = None,
+        hnsw: Mapping[str, Any] | None = None,
+    ) -> Collection:
+        """Open or create collection ``name``; an existing one must have been built with the same embedder.
+
+        ``hnsw``: index settings (keys of ``HNSW_SETTINGS``, e.g. ``{"max_neighbors": 32, "ef_construction": 200}``)
+        for a new collection. For an existing one, ``ef_search``, ``sync_threshold`` and ``resize_factor`` are
+        changed; the others must equal the collection's (they are fixed when it is built).
+        """
         _check_collection_name(name)
         state = self._state(name, missing_ok=True)
         if state is None:
-            state = self._create(name, embedder, dim)
+            state = self._create(name, embedder, dim, hnsw)
+        elif hnsw:
+            self.configure(name, hnsw)
         if embedder is not None:
             if state.embedder_name != embedder.name or (state.dim is not None and state.dim != embedder.dim):
                 raise StoreError(
@@ -390,6 +418,36 @@ class VectorStore:
         elif dim is not None and state.dim is not None and state.dim != dim:
             raise StoreError(f"collection {name!r} in {self.location} holds {state.dim}-d embeddings, not {dim}-d")
         return Collection(self, name)
+
+    def hnsw_settings(self, name: str) -> dict[str, Any]:
+        """The index settings Chroma holds for collection ``name`` (space, max_neighbors, ef_construction, ...)."""
+        state = self._state(name)
+        with self._chroma("read configuration", name):
+            configuration = state.handle.configuration or {}
+        return dict(configuration.get("hnsw") or {})
+
+    def configure(self, name: str, hnsw: Mapping[str, Any]) -> dict[str, Any]:
+        """Change an existing collection's ``ef_search`` / ``sync_threshold`` / ``resize_factor``; returns the
+        settings now held. Settings fixed at build time (``max_neighbors``, ``ef_construction``) must match."""
+        self._require_writable()
+        settings = check_hnsw_settings(hnsw, name)
+        current = self.hnsw_settings(name)
+        fixed = {key: value for key, value in settings.items() if key not in HNSW_MUTABLE}
+        clash = {key: (value, current.get(key)) for key, value in fixed.items() if current.get(key) != value}
+        if clash:
+            shown = ", ".join(f"{key}={new} (built with {old})" for key, (new, old) in sorted(clash.items()))
+            raise StoreError(
+                f"collection {name!r} in {self.location}: {shown}; these are fixed when a collection is built "
+                "(delete_collection() and rebuild to change them)"
+            )
+        changes = {key: value for key, value in settings.items() if key in HNSW_MUTABLE and current.get(key) != value}
+        if changes:
+            state = self._state(name)
+            with self._chroma("configure", name):
+                state.handle.modify(configuration={"hnsw": changes})
+            self._states.pop(name, None)  # re-read the handle with its new configuration
+            logger.info("collection %r in %s: hnsw %s", name, self.location, changes)
+        return self.hnsw_settings(name)
 
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
@@ -674,6 +732,43 @@ def _check_collection_name(name: str) -> None:
             f"collection name {name!r}: use 3-512 characters from [A-Za-z0-9._-], starting and ending with a "
             "letter or digit"
         )
+
+
+def check_hnsw_settings(hnsw: Mapping[str, Any] | None, name: str = "?") -> dict[str, Any]:
+    """Validated Chroma HNSW settings (see ``HNSW_SETTINGS``), or StoreError naming the collection and key."""
+    if hnsw is None:
+        return {}
+    if not isinstance(hnsw, Mapping):
+        raise StoreError(f"collection {name!r}: hnsw settings must be a dict, got {type(hnsw).__name__}")
+    settings: dict[str, Any] = {}
+    for key, value in hnsw.items():
+        if key == "space":
+            if value != "cosine":
+                raise StoreError(
+                    f"collection {name!r}: hnsw space {value!r}: the store searches by cosine (its query scores "
+                    "are cosine similarities); for inner product or L2 use retrieval.ann's MIPS reduction"
+                )
+            continue
+        if key not in HNSW_SETTINGS:
+            known = ", ".join(sorted(HNSW_SETTINGS))
+            extra = (
+                " (Chroma 1.x's index ignores it; the store's own upsert batch is VectorStore(batch_size=...))"
+                if key in ("batch_size", "num_threads")
+                else ""
+            )
+            raise StoreError(f"collection {name!r}: unknown hnsw setting {key!r}{extra}; known: {known}")
+        kind, low = HNSW_SETTINGS[key]
+        if isinstance(value, np.generic):
+            value = value.item()
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (kind is int and not isinstance(value, int)) or not math.isfinite(value):
+            wanted = "an int" if kind is int else "a number"
+            raise StoreError(f"collection {name!r}: hnsw {key}={value!r} must be {wanted}")
+        if value < low or (kind is float and value <= low):
+            bound = f"> {low}" if kind is float else f">= {int(low)}"
+            raise StoreError(f"collection {name!r}: hnsw {key}={value!r} must be {bound}")
+        settings[key] = kind(value)
+    return settings
 
 
 def _check_ids(ids: Sequence[str]) -> list[str]:

@@ -22,6 +22,7 @@ from recsys.dinosaur import (
     retrieve,
     sample_item_embeddings,
     samples_per_item,
+    stable_top_k,
 )
 from recsys.train import train_from_args
 from retrieval.ann import ExactIndex, build_index
@@ -52,6 +53,32 @@ def test_s1_and_zero_variance_equal_point_retrieval_exactly():
     for row, mask in enumerate(data.masks):
         brute[row, mask] = -np.inf
     np.testing.assert_array_equal(point, np.argsort(-brute, axis=1, kind="stable")[:, :50])
+
+
+def test_stable_top_k_is_lexsort_by_score_then_column():
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 4, size=(30, 50)).astype(np.float32)  # many ties at every k-th value
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    for k in (1, 7, 25, 50):
+        values, columns = stable_top_k(scores, k)
+        expected = np.lexsort((np.broadcast_to(np.arange(50), scores.shape), -scores), axis=1)[:, :k]
+        np.testing.assert_array_equal(columns, expected)
+        np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, 1))
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_fused_exact_retrieval_equals_search_then_deduplicate(adaptive):
+    data = _catalogue(n_users=50, n_items=300)
+    data.items[::7] = 0.0  # items without training data have zero factors: ties at score 0
+    sigma = count_sigma(data.counts, c=0.5)
+    copies = samples_per_item(sigma, 4, adaptive)
+    vectors, owners = sample_item_embeddings(data.items, sigma, copies, seed=1)
+    index = ExactIndex(vectors, owners, chunk_size=97)  # several chunks, not aligned with the items
+    for k in (10, 120, 290):  # 290: fewer unmasked items than k for users with large masks (-1 slots)
+        slow = retrieve(index, data.users, k, int(copies.max()), data.masks, batch_size=16, fused=False).items
+        fast = retrieve(index, data.users, k, int(copies.max()), data.masks, batch_size=16).items
+        np.testing.assert_array_equal(fast, slow)
+    assert (fast == -1).any()
 
 
 def test_retrieval_returns_k_distinct_unmasked_items():
@@ -135,6 +162,21 @@ def test_baselines_are_matched_to_dinosaur_coverage():
     greedy = result["baselines"]["epsilon_greedy"]["K=20"]
     assert greedy["reached"] and greedy["coverage@20"] >= target
     assert result["baselines"]["point_exact"]["coverage@20"] == pytest.approx(result["S=1"]["coverage@20"])
+
+
+def test_debiased_baseline_at_every_k_is_the_lists_of_its_beta():
+    """The grid's lists are computed once at the largest K and cut for the smaller ones: the same lists."""
+    data = _catalogue()
+    ks = [5, 20, 60]
+    result = evaluate_dinosaur(data, [1, 5], ks, count_sigma(data.counts, c=0.6), seed=0, match_samples=5)
+    log_counts = np.log1p(data.counts).astype(np.float32)
+    for k in ks:
+        row = result["baselines"]["popularity_debiased"][f"K={k}"]
+        lists = exact_lists(data.users, data.items, k, data.masks, -row["beta"] * log_counts)
+        direct = list_metrics(lists, data.test, [k], data.counts)
+        for key in (f"recall@{k}", f"coverage@{k}", f"tail_users@{k}"):
+            assert row[key] == pytest.approx(direct[key], abs=1e-6)
+    assert len({result["baselines"]["popularity_debiased"][f"K={k}"]["beta"] for k in ks}) > 1
 
 
 def test_bad_arguments_raise_our_error():

@@ -143,7 +143,18 @@ def test_staged_build_stops_early_and_searches_only_what_was_added(catalogue, tm
             collection="ann_staged",
             add_batch=300,
             on_batch=lambda index: counts.append(index.n_added) or index.n_added < 600,
+            hnsw={"max_neighbors": 8, "ef_construction": 32},
         )
         assert counts == [300, 600] and chroma.stats.n_vectors == 600
+        assert (chroma.stats.params["max_neighbors"], chroma.stats.params["ef_construction"]) == (8, 32)
         assert store.collection("ann_staged").count() == 600
         assert chroma.search(queries[:5], 20)[1].max() < 600
+    # a later process goes on where the stopped build ended, after checking that the store holds these vectors
+    with VectorStore(tmp_path / "store") as store:
+        resumed = build_index("chroma", vectors[:900], store=store, collection="ann_staged", resume=True, add_batch=300)
+        assert resumed.resumed_at == 600 and resumed.stats.n_vectors == 900 and store.count("ann_staged") == 900
+        assert resumed.stats.params["max_neighbors"] == 8  # the collection's settings are kept
+        expected = ExactIndex(vectors[:900]).search(queries, 20)[1]
+        assert recall_against(expected, resumed.search(queries, 20)[1]) >= 0.9
+        with pytest.raises(AnnIndexError, match="not the first 900 given"):
+            build_index("chroma", vectors[1:1000], store=store, collection="ann_staged", resume=True)

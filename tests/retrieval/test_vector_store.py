@@ -262,3 +262,48 @@ def test_same_process_may_reopen_and_default_path_follows_env(tmp_path: Path, mo
     second.close()
     with pytest.raises(StoreError, match="closed"):
         second.count("shared")
+
+
+def test_hnsw_settings_reach_chroma_and_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    vectors = unit_rows(np.random.default_rng(1), 40, 5)
+    with VectorStore(path) as store:
+        default = store.collection("plain", dim=5)
+        assert store.hnsw_settings(default.name)["max_neighbors"] == 16  # Chroma's default, untouched
+        store.collection("tuned", dim=5, hnsw={"max_neighbors": 8, "ef_construction": 40, "sync_threshold": 5000})
+        store.upsert("tuned", [f"v{i}" for i in range(40)], embeddings=vectors)
+        assert store.query("tuned", embeddings=vectors[:1], k=1)[0][0]["id"] == "v0"
+    with VectorStore(path) as store:
+        held = store.hnsw_settings("tuned")
+        assert (held["space"], held["max_neighbors"], held["ef_construction"], held["sync_threshold"]) == (
+            "cosine",
+            8,
+            40,
+            5000,
+        )
+        # the settings Chroma lets an existing collection change are changed; the built ones must match
+        now = store.collection("tuned", hnsw={"ef_search": 250, "max_neighbors": 8}).store.hnsw_settings("tuned")
+        assert now["ef_search"] == 250 and now["max_neighbors"] == 8
+        with pytest.raises(StoreError, match=r"max_neighbors=32 \(built with 8\).*fixed when a collection is built"):
+            store.configure("tuned", {"max_neighbors": 32})
+        assert store.count("tuned") == 40
+
+
+@pytest.mark.parametrize(
+    ("hnsw", "message"),
+    [
+        ({"max_neighbors": 1}, r"max_neighbors=1 must be >= 2"),
+        ({"ef_search": 10.5}, r"ef_search=10.5 must be an int"),
+        ({"ef_construction": True}, r"ef_construction=True must be an int"),
+        ({"resize_factor": 1.0}, r"resize_factor=1.0 must be > 1.0"),
+        ({"sync_threshold": 2}, r"sync_threshold=2 must be >= 3"),
+        ({"batch_size": 1000}, r"unknown hnsw setting 'batch_size' \(Chroma 1.x's index ignores it"),
+        ({"M": 16}, r"unknown hnsw setting 'M'.*known: ef_construction, ef_search, max_neighbors"),
+        ({"space": "ip"}, r"hnsw space 'ip'"),
+        ([("max_neighbors", 8)], r"settings must be a dict, got list"),
+    ],
+)
+def test_bad_hnsw_settings_are_refused_before_chroma_sees_them(store: VectorStore, hnsw, message: str) -> None:
+    with pytest.raises(StoreError, match=rf"collection 'bad': (hnsw )?{message}"):
+        store.collection("bad", dim=3, hnsw=hnsw)
+    assert "bad" not in store.list_collections()
