@@ -42,16 +42,16 @@ class TwoTowerConfig:
     init_std: float = 0.1
     shared_feature_dim: int = 0  # leading feature columns projected by one matrix shared by both domains
 
+    # shared_feature_dim = 0 means "no shared columns", not a size the by-name default (>= 1) assumes
+    field_ranges: ClassVar[dict[str, Any]] = {
+        "embedding_dim": AT_LEAST_ONE,
+        "reg_weight": NON_NEGATIVE,
+        "init_std": NON_NEGATIVE,
+        "shared_feature_dim": NON_NEGATIVE,
+    }
+
     def __post_init__(self) -> None:
-        validate_fields(
-            self,
-            {
-                "embedding_dim": AT_LEAST_ONE,
-                "reg_weight": NON_NEGATIVE,
-                "init_std": NON_NEGATIVE,
-                "shared_feature_dim": NON_NEGATIVE,
-            },
-        )
+        validate_fields(self)
 
 
 def _row_mean(csr: sp.csr_matrix) -> torch.Tensor:

@@ -302,11 +302,16 @@ def test_camroll_endpoint_answerer_end_to_end(tmp_path: Path) -> None:
         answerer = make_answerer("endpoint", server.url + "#" + SERVED, "12")
         tools = CamrollTools(memory, "12")
         result = ask(build_graph(tools, answerer), "How many photos do I have?", dt.date(2030, 1, 1))
-        assert [c["tool"] for c in tools.calls] == ["count"]
+        # the lean endpoint loop runs a first photo search for the model, then the model asks to count
+        assert [c["tool"] for c in tools.calls] == ["search_by_text", "count"]
         assert result["answer"] == "7" and result["cited"] == ["user12/photo/000001"]
-        # The second request carried the tool's result back to the model, through HTTP.
-        assert scripted.calls[1]["messages"][-2] == {
+        # The second request carried the tool's result back to the model, through HTTP, then asked for the answer
+        # (the loop's last step).
+        messages = scripted.calls[1]["messages"]
+        assert messages[-3] == {
             "role": "assistant", "content": '{"action": "count", "args": {"what": "photos"}}'}  # fmt: skip
+        assert messages[-2]["role"] == "user" and messages[-2]["content"].startswith("<tool_result name='count'>")
+        assert messages[-1]["role"] == "user" and messages[-1]["content"].startswith("Answer now")
         assert scripted.calls[1]["max_new_tokens"] == answerer.max_new_tokens
 
         model = load_chat_model(server.url)  # what `--agent endpoint --model URL` builds (name from /v1/models)
