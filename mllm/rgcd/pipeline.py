@@ -11,10 +11,23 @@ from typing import Any
 
 import numpy as np
 
+from core.io import atomic_write
 from mllm.rgcd.data import TwoDomainData
 from mllm.rgcd.teach import run_teacher, teacher_requests
 
 logger = logging.getLogger(__name__)
+
+
+def _save_item_embeddings(path: Path, source: np.ndarray, target: np.ndarray, source_ids: Any, target_ids: Any) -> None:
+    """Write both domains' item embeddings and ids as one ``.npz``, atomically."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            np.savez(
+                handle, source=source, target=target, source_ids=np.array(source_ids), target_ids=np.array(target_ids)
+            )
+
+    atomic_write(path, write)
 
 
 def _active_items(users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -132,7 +145,7 @@ def distill_and_embed(
 
     import torch
 
-    from core.io import atomic_write, atomic_write_json
+    from core.io import atomic_write_json
     from mllm.backbones import load_causal_lm
     from mllm.rgcd.student import StudentConfig, SummaryTokenStudent, embed_items, train_student
 
@@ -151,16 +164,7 @@ def distill_and_embed(
     target = embed_items(student, data.target.item_texts[:limit], progress=progress)
     student.save(out / "student")
     path = out / "item_embeddings.npz"
-    atomic_write(
-        path,
-        lambda tmp: np.savez(
-            tmp.open("wb"),
-            source=source,
-            target=target,
-            source_ids=np.array(source_ids),
-            target_ids=np.array(target_ids),
-        ),
-    )
+    _save_item_embeddings(path, source, target, source_ids, target_ids)
     summary = {
         "data": data.name,
         "targets": targets,
@@ -197,7 +201,6 @@ def load_item_embeddings(path: str | Path, data: TwoDomainData) -> tuple[np.ndar
 
 def text_embeddings(data: TwoDomainData, cache: str | Path, embedder_name: str = "minilm") -> Path:
     """Embed every item text with a retrieval embedder (MiniLM by default) into an embeddings file (cached)."""
-    from core.io import atomic_write
     from retrieval.embed import make_text_embedder
 
     cache = Path(cache)
@@ -207,16 +210,7 @@ def text_embeddings(data: TwoDomainData, cache: str | Path, embedder_name: str =
     source = np.asarray(embedder.embed_texts(data.source.item_texts), dtype=np.float32)
     target = np.asarray(embedder.embed_texts(data.target.item_texts), dtype=np.float32)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        cache,
-        lambda tmp: np.savez(
-            tmp.open("wb"),
-            source=source,
-            target=target,
-            source_ids=np.array(data.source.item_ids),
-            target_ids=np.array(data.target.item_ids),
-        ),
-    )
+    _save_item_embeddings(cache, source, target, data.source.item_ids, data.target.item_ids)
     return cache
 
 
