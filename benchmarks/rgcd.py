@@ -7,6 +7,7 @@ Steps (each resumable on its own; the teacher cache comes from ``python -m mllm.
   python benchmarks/rgcd.py eval --data ml1m          # writes benchmarks/results/rgcd_ml1m.json
   python benchmarks/rgcd.py eval --data synthetic     # planted contents stand in for the student's embeddings
   python benchmarks/rgcd.py eval --data amazon        # attribute projections stand in (behaviour-only join)
+  python benchmarks/rgcd.py eval --data ml1m --student-suffix _v2 --cold-items 0.2 --name rgcd_ml1m_cold_items
 
 All logic lives in ``mllm.rgcd``; this script picks the documented subsample and writes the results JSON.
 """
@@ -31,7 +32,7 @@ from mllm.rgcd.data import (
     synthetic_contents,
     synthetic_two_domain,
 )
-from mllm.rgcd.pipeline import METHODS, distill_and_embed, evaluate_methods
+from mllm.rgcd.pipeline import METHODS, TUNING_GRID, distill_and_embed, evaluate_methods
 
 # the documented ML-1M subsample: 2,000 seeded users; the 400 / 250 most-rated source / target movies
 ML1M = {"max_users": 2000, "seed": 0, "max_source_items": 400, "max_target_items": 250}
@@ -60,7 +61,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """All methods x seeds on one data set; writes benchmarks/results/rgcd_<data>.json."""
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s]  # "": the tuning runs only
     methods = METHODS if args.methods == "all" else tuple(args.methods.split(","))
     if args.data == "ml1m":
         data = ml1m_data()
@@ -101,6 +102,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         minilm_cache=RUNS / f"{args.data}_minilm.npz",
         tune=[m for m in args.tune.split(",") if m and m in methods],
         content_shared_space=args.data != "amazon",  # Amazon's attribute projections differ per category
+        cold_items=args.cold_items,
+        grid=tuple({"reg_weight": float(w)} for w in args.grid.split(",")) if args.grid else TUNING_GRID,
     )
     payload = {
         "data": args.data,
@@ -110,9 +113,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         **result,
     }
     path = write_results(args.name or f"rgcd_{args.data}", payload)
+    columns = ["method", "seeds", "cold_hr@10", "cold_ndcg@10", "all_hr@10", "all_ndcg@10"]
+    if args.cold_items:
+        columns += ["cold_item_hr@10", "cold_item_ndcg@10", "warm_item_hr@10", "warm_item_ndcg@10"]
     print_table(
         result["summary"],
-        ["method", "seeds", "cold_hr@10", "cold_ndcg@10", "all_hr@10", "all_ndcg@10"],
+        columns,
         title=f"RGCD-Rep on {args.data} (full ranking, cold target users and all users)",
     )
     print(f"wrote {path}")
@@ -136,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--cold-share", type=float, default=0.5)
     e.add_argument("--max-cold", type=int, default=2)
     e.add_argument("--epochs", type=int, default=30)
+    e.add_argument(
+        "--cold-items", type=float, default=0.0, help="share of target items held out of all training (0: none)"
+    )
+    e.add_argument("--grid", default="", help="L2 weights of the tuning grid, comma list (default: TUNING_GRID)")
     e.add_argument("--name", default=None, help="results name (default rgcd_<data>)")
     e.add_argument("--student-suffix", default="", help="ml1m: read runs/rgcd/ml1m_student_<targets><suffix>")
     e.add_argument(

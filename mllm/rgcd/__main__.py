@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seeds", default="0,1,2")
     evaluate.add_argument("--cold-share", type=float, default=0.5)
     evaluate.add_argument("--max-cold", type=int, default=2)
+    evaluate.add_argument(
+        "--cold-items",
+        type=float,
+        default=0.0,
+        help="share of target items held out of all training (content is their only signal); 0: none",
+    )
     evaluate.add_argument("--epochs", type=int, default=30)
     evaluate.add_argument("--out", required=True, help="results JSON")
     for sub in (teach, distill, represent, evaluate):
@@ -156,6 +162,7 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
         max_cold=args.max_cold,
         epochs=args.epochs,
         out=args.out,
+        cold_items=args.cold_items,
     )
 
 

@@ -93,10 +93,18 @@ class ColdStartTask:
     cold_users: np.ndarray
     cold_share: float
     max_cold_interactions: int
+    # target items held out of every training signal (their content is all a model may use); empty: none
+    cold_items: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    cold_item_share: float = 0.0
+
+    @property
+    def warm_items(self) -> np.ndarray:
+        """Target item indices that are not cold (sorted)."""
+        return np.setdiff1d(np.arange(len(self.data.target.item_ids)), self.cold_items)
 
     def info(self) -> dict[str, Any]:
         """Sizes of every part."""
-        return {
+        info = {
             **self.data.info(),
             "cold_share": self.cold_share,
             "max_cold_interactions": self.max_cold_interactions,
@@ -105,6 +113,16 @@ class ColdStartTask:
             "target_valid": self.split.valid.n_interactions,
             "target_test": self.split.test.n_interactions,
         }
+        if self.cold_items.size:
+            info.update(
+                {
+                    "cold_item_share": self.cold_item_share,
+                    "n_cold_items": int(self.cold_items.size),
+                    "cold_item_valid": int(np.isin(self.split.valid.items, self.cold_items).sum()),
+                    "cold_item_test": int(np.isin(self.split.test.items, self.cold_items).sum()),
+                }
+            )
+        return info
 
 
 def default_data_root() -> Path:
@@ -349,12 +367,24 @@ def _dataset(name: str, log_users: np.ndarray, log_items: np.ndarray, user_map: 
 
 
 def cold_start_task(
-    data: TwoDomainData, cold_share: float = 0.5, max_cold_interactions: int = 2, seed: int = 0
+    data: TwoDomainData,
+    cold_share: float = 0.5,
+    max_cold_interactions: int = 2,
+    seed: int = 0,
+    cold_items: float = 0.0,
 ) -> ColdStartTask:
     """Leave-one-out (by time) split of the target domain; ``cold_share`` of the users with behaviour in both
-    domains keep at most ``max_cold_interactions`` target training interactions (their earliest ones)."""
+    domains keep at most ``max_cold_interactions`` target training interactions (their earliest ones).
+
+    ``cold_items`` > 0: that share of the target items with any interaction (drawn with ``seed``, independently
+    of the cold users) becomes cold: every TRAINING interaction on them is dropped, so nothing trained on the
+    split (the retrieval model, the behavioural labels of the decomposition) sees them; their validation and
+    test interactions stay, to be ranked from content alone (a new live stream). The split of the users and the
+    cold users are the same as without cold items."""
     if not 0.0 <= cold_share <= 1.0:
         raise RGCDDataError(f"cold_share must lie in [0, 1], got {cold_share}")
+    if not 0.0 <= cold_items < 1.0:
+        raise RGCDDataError(f"cold_items must lie in [0, 1), got {cold_items}")
     if max_cold_interactions < 0:
         raise RGCDDataError(f"max_cold_interactions must be >= 0, got {max_cold_interactions}")
     target = data.target
@@ -374,6 +404,13 @@ def cold_start_task(
     cold = np.sort(rng.choice(eligible, size=n_cold, replace=False)) if n_cold else np.array([], dtype=np.int64)
     cold_row = np.isin(users, cold)
     is_train &= ~cold_row | (rank < max_cold_interactions)
+    active_items = np.unique(items)
+    n_cold_items = round(cold_items * active_items.size)
+    held_items = np.array([], dtype=np.int64)
+    if n_cold_items:  # a separate stream: the cold users do not depend on whether items are held out
+        item_rng = np.random.default_rng([seed, 1])
+        held_items = np.sort(item_rng.choice(active_items, size=n_cold_items, replace=False)).astype(np.int64)
+        is_train &= ~np.isin(items, held_items)
     user_map = IdMap(data.user_ids, kind="user")
     item_map = IdMap(target.item_ids, kind="item")
     split = Split(
@@ -382,13 +419,13 @@ def cold_start_task(
         test=_dataset(f"{data.name}-target", users[is_test], items[is_test], user_map, item_map),
         protocol="leave_one_out_by_time+cold_thinning",
         seed=seed,
-        params={"cold_share": cold_share, "max_cold_interactions": max_cold_interactions},
+        params={"cold_share": cold_share, "max_cold_interactions": max_cold_interactions, "cold_items": cold_items},
     )
     source = _dataset(
         f"{data.name}-source", data.source.users, data.source.items, user_map, IdMap(data.source.item_ids, kind="item")
     )
-    logger.info("%s: %d cold users of %d eligible", data.name, cold.size, eligible.size)
-    return ColdStartTask(data, split, source, cold, cold_share, max_cold_interactions)
+    logger.info("%s: %d cold users of %d eligible, %d cold items", data.name, cold.size, eligible.size, held_items.size)
+    return ColdStartTask(data, split, source, cold, cold_share, max_cold_interactions, held_items, cold_items)
 
 
 DATASETS = {

@@ -228,24 +228,17 @@ def fit_decomposition(
 ) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     """Train the decomposition on a cold-start task's training behaviour; returns (model, parts, diagnostics).
 
-    Behavioural positives come from the source log and the target TRAIN part only (never valid/test)."""
-    from mllm.rgcd.represent import (
-        DecompositionConfig,
-        behaviour_positives,
-        content_positives,
-        standardise,
-        train_decomposition,
-    )
+    Behavioural positives come from the source log and the target TRAIN part only (never valid/test); cold
+    target items are left out of training and of the standardisation statistics."""
+    from mllm.rgcd.represent import DecompositionConfig, standardise, train_decomposition
 
-    source, target = standardise(source, target)
-    train = task.split.train
-    if positives in ("behaviour", "behaviour_cosine"):
-        weighting = "cosine" if positives == "behaviour_cosine" else "lift"
-        matrix = behaviour_positives(task.source.to_csr(), train.to_csr(), weighting=weighting)
-    else:
-        matrix = content_positives(source, target)
+    warm = task.warm_items
+    source, target = standardise(source, target, warm)
+    matrix = decomposition_labels(task, source, target, positives)
     config = DecompositionConfig(residual=residual, seed=seed, steps=steps)
-    model, history = train_decomposition(source, target, matrix, config)
+    # cold target items (if any) take no part in training: the decomposition sees the warm items only and is
+    # then applied to every item, so a cold item's parts come from its content through the trained networks
+    model, history = train_decomposition(source, target[warm], matrix[:, warm], config)
     parts = {f"source_{k}": v for k, v in model.export(source, "source").items()}
     parts.update({f"target_{k}": v for k, v in model.export(target, "target").items()})
     parts["source_content"], parts["target_content"] = source, target
@@ -261,6 +254,21 @@ def fit_decomposition(
             "final_losses": history[-1] if history else {},
         },
     )
+
+
+def decomposition_labels(task: Any, source: np.ndarray, target: np.ndarray, positives: str) -> np.ndarray:
+    """The contrastive loss's positive weights ``[n_source, n_target]``: behavioural (from the source log and the
+    target TRAIN split only, so a cold item's column is empty) or, for the no-behaviour ablation, content nearest
+    neighbours among the warm target items (cold columns zero as well)."""
+    from mllm.rgcd.represent import behaviour_positives, content_positives
+
+    if positives in ("behaviour", "behaviour_cosine"):
+        weighting = "cosine" if positives == "behaviour_cosine" else "lift"
+        return behaviour_positives(task.source.to_csr(), task.split.train.to_csr(), weighting=weighting)
+    warm = task.warm_items
+    matrix = np.zeros((len(source), len(target)), dtype=np.float32)
+    matrix[:, warm] = content_positives(source, target[warm])
+    return matrix
 
 
 def effective_positives(matrix: np.ndarray) -> float:
@@ -418,35 +426,46 @@ def method_features(
     if spec["embeddings"] not in contents:
         raise RGCDDataError(f"method {method!r} needs the {spec['embeddings']!r} item embeddings (--embeddings)")
     source, target = contents[spec["embeddings"]]
+    warm = task.warm_items  # statistics from warm items only: a cold item shapes nothing
     if not spec["decompose"]:
-        source, target = standardise(source, target)
+        source, target = standardise(source, target, warm)
         return source, target, source.shape[1] if shared_projection and content_shared_space else 0, {}
     _, parts, diagnostics = fit_decomposition(task, source, target, spec["residual"], spec["positives"], seed)
-    source_features, target_features = standardise(parts["source_transferable"], parts["target_transferable"])
+    source_features, target_features = standardise(parts["source_transferable"], parts["target_transferable"], warm)
     shared = source_features.shape[1] if shared_projection else 0
     if spec["residual"]:
         # each domain's residual is its own space: standardise it on its own domain
         residuals = []
-        for domain in ("source", "target"):
+        for domain, rows in (("source", slice(None)), ("target", warm)):
             r = parts[f"{domain}_residual"]
-            residuals.append(((r - r.mean(0)) / (r.std(0) + 1e-6)).astype(np.float32))
+            residuals.append(((r - r[rows].mean(0)) / (r[rows].std(0) + 1e-6)).astype(np.float32))
         source_features = np.concatenate([source_features, residuals[0]], axis=1)
         target_features = np.concatenate([target_features, residuals[1]], axis=1)
     return source_features, target_features, shared, diagnostics
 
 
-def _cold_metrics(model: Any, task: Any, ks: tuple[int, ...], on: str = "test") -> dict[str, float]:
-    """Full-ranking metrics of the cold users on their test item (``on="valid"``: on their validation item, with
-    only the training items masked; what tuning selects on, never the test users' test items)."""
+def _cold_metrics(
+    model: Any, task: Any, ks: tuple[int, ...], on: str = "test", group: str = "cold_users"
+) -> dict[str, float]:
+    """Full-ranking metrics of one group of held-out interactions (``on="valid"``: the validation items, with
+    only the training items masked; what tuning selects on, never a test item). ``group``: ``cold_users`` (the
+    cold users' held-out item), ``cold_items`` / ``warm_items`` (every user's held-out item if it is / is not a
+    cold item). The ranking always covers every target item, with the same masks."""
     import scipy.sparse as sp
     import torch
 
     from evals.ranking import evaluate_full_ranking
 
     held_out = (task.split.test if on == "test" else task.split.valid).to_csr()
-    keep = np.zeros(held_out.shape[0], dtype=np.float32)
-    keep[task.cold_users] = 1.0
-    cold_held_out = sp.diags(keep) @ held_out
+    if group == "cold_users":
+        keep = np.zeros(held_out.shape[0], dtype=np.float32)
+        keep[task.cold_users] = 1.0
+        held_out = sp.diags(keep) @ held_out
+    else:
+        columns = np.isin(np.arange(held_out.shape[1]), task.cold_items)
+        held_out = held_out @ sp.diags((columns if group == "cold_items" else ~columns).astype(np.float32))
+    held_out = sp.csr_matrix(held_out)
+    held_out.eliminate_zeros()
     mask = task.split.train.to_csr()
     if on == "test":
         mask = mask + task.split.valid.to_csr()
@@ -456,8 +475,19 @@ def _cold_metrics(model: Any, task: Any, ks: tuple[int, ...], on: str = "test") 
     def score(users: torch.Tensor) -> torch.Tensor:
         return model.score(users).float()
 
-    result = evaluate_full_ranking(score, cold_held_out, mask, ks=ks, progress=False)
+    result = evaluate_full_ranking(score, held_out, mask, ks=ks, progress=False)
     return {k: v for k, v in result.items() if isinstance(v, (int, float))}
+
+
+def _group_metrics(model: Any, task: Any, ks: tuple[int, ...]) -> dict[str, dict[str, float]]:
+    """Cold users (test and validation) and, with cold items, the cold- and warm-item test interactions and the
+    cold-item validation interactions (the cold-item tuning criterion)."""
+    groups = {"cold": _cold_metrics(model, task, ks), "cold_valid": _cold_metrics(model, task, ks, on="valid")}
+    if len(getattr(task, "cold_items", ())):
+        groups["cold_item"] = _cold_metrics(model, task, ks, group="cold_items")
+        groups["warm_item"] = _cold_metrics(model, task, ks, group="warm_items")
+        groups["cold_item_valid"] = _cold_metrics(model, task, ks, on="valid", group="cold_items")
+    return groups
 
 
 def run_method(
@@ -503,8 +533,7 @@ def run_method(
             "method": method,
             "seed": seed,
             "all": all_users,
-            "cold": _cold_metrics(model, task, ks),
-            "cold_valid": _cold_metrics(model, task, ks, on="valid"),
+            **_group_metrics(model, task, ks),
             "seconds": round(time.time() - started, 2),
         }
     torch.manual_seed(seed)
@@ -529,7 +558,7 @@ def run_method(
         joint_behaviour=method != "target_only", reg_weight=reg_weight, shared_feature_dim=shared_dim
     )
     model = RGCDTwoTower(config, split.train.n_users, split.train.n_items)
-    model.attach(source_csr, source_features, target_features)
+    model.attach(source_csr, source_features, target_features, cold_items=getattr(task, "cold_items", None))
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=8192,
@@ -547,8 +576,7 @@ def run_method(
         "method": method,
         "seed": seed,
         "all": all_users,
-        "cold": _cold_metrics(model, task, ks),
-        "cold_valid": _cold_metrics(model, task, ks, on="valid"),
+        **_group_metrics(model, task, ks),
         "hyperparameters": {
             "lr": lr,
             "reg_weight": reg_weight,
@@ -568,7 +596,7 @@ def summarise(runs: list[dict[str, Any]], metrics: tuple[str, ...] = ("hr@10", "
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = [r for r in runs if r["method"] == method]
         row: dict[str, Any] = {"method": method, "seeds": len(mine)}
-        for group in ("cold", "all", "cold_valid"):
+        for group in ("cold", "all", "cold_valid", "cold_item", "warm_item", "cold_item_valid"):
             if not all(group in r for r in mine):  # results written before the validation metrics existed
                 continue
             for metric in metrics:
@@ -580,7 +608,13 @@ def summarise(runs: list[dict[str, Any]], metrics: tuple[str, ...] = ("hr@10", "
 
 
 # the tuning grid every tuned method gets (same budget): the two-tower's L2 weight
-TUNING_GRID: tuple[dict[str, float], ...] = ({"reg_weight": 1e-4}, {"reg_weight": 1e-3}, {"reg_weight": 1e-2})
+TUNING_GRID: tuple[dict[str, float], ...] = tuple({"reg_weight": w} for w in (1e-4, 1e-3, 1e-2, 3e-2, 1e-1))
+
+
+def tuning_criterion(task: Any) -> str:
+    """The validation group tuning selects on: the cold-item validation interactions when items are held out,
+    else the cold users' validation items."""
+    return "cold_item_valid" if len(getattr(task, "cold_items", ())) else "cold_valid"
 
 
 def tune_method(
@@ -592,11 +626,13 @@ def tune_method(
     epochs: int = 30,
     **options: Any,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Pick ``method``'s hyperparameters from ``grid`` by the cold users' VALIDATION NDCG@10 at one seed (never by
-    a test item); returns (the chosen setting, every tuning run)."""
+    """Pick ``method``'s hyperparameters from ``grid`` by VALIDATION NDCG@10 at one seed (never by a test item):
+    the cold users' validation items, or the cold items' validation interactions when items are held out
+    (``tuning_criterion``); returns (the chosen setting, every tuning run)."""
+    criterion = tuning_criterion(task)
     runs = [run_method(method, task, contents, seed, epochs, **setting, **options) for setting in grid]
-    best = max(range(len(grid)), key=lambda i: (runs[i]["cold_valid"]["ndcg@10"], -i))
-    logger.info("tuned %s: %s (cold valid ndcg@10 %.4f)", method, grid[best], runs[best]["cold_valid"]["ndcg@10"])
+    best = max(range(len(grid)), key=lambda i: (runs[i][criterion]["ndcg@10"], -i))
+    logger.info("tuned %s: %s (%s ndcg@10 %.4f)", method, grid[best], criterion, runs[best][criterion]["ndcg@10"])
     return dict(grid[best]), runs
 
 
@@ -612,11 +648,14 @@ def evaluate_methods(
     minilm_cache: str | Path | None = None,
     tune: list[str] | tuple[str, ...] = (),
     content_shared_space: bool = True,
+    cold_items: float = 0.0,
+    grid: tuple[dict[str, float], ...] = TUNING_GRID,
 ) -> dict[str, Any]:
     """Every method x seed on one cold-start task; returns (and writes to ``out``) runs and the summary.
 
     Methods in ``tune`` first get the same tuning budget (``TUNING_GRID`` at seed 0, selected on the cold users'
-    validation items). The others inherit a tuned setting so that each comparison changes one thing: the
+    validation items, or the cold items' with ``cold_items`` > 0: that share of target items held out of all
+    training, ``cold_start_task``). The others inherit a tuned setting so that each comparison changes one thing: the
     content methods and ablations take ``full``'s, the target-only model ``shared_id``'s (defaults otherwise)."""
     from core.io import atomic_write_json
     from mllm.rgcd.data import cold_start_task
@@ -626,7 +665,7 @@ def evaluate_methods(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise RGCDDataError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    task = cold_start_task(data, cold_share, max_cold, seed=0)
+    task = cold_start_task(data, cold_share, max_cold, seed=0, cold_items=cold_items)
     paths = dict(embeddings)
     if any(METHOD_SPECS.get(m, {}).get("embeddings") == "minilm" for m in methods) and "minilm" not in paths:
         cache = minilm_cache or (Path(out).parent if out else Path(".")) / f"{data.name}_minilm.npz"
@@ -636,7 +675,7 @@ def evaluate_methods(
     tuning_runs: list[dict[str, Any]] = []
     for method in tune:
         settings[method], tried = tune_method(
-            method, task, contents, epochs=epochs, content_shared_space=content_shared_space
+            method, task, contents, grid=grid, epochs=epochs, content_shared_space=content_shared_space
         )
         tuning_runs += tried
     for method in methods:
@@ -664,7 +703,12 @@ def evaluate_methods(
     result = {
         "task": task.info(),
         "embeddings": {k: str(v) for k, v in paths.items()},
-        "tuning": {"grid": list(TUNING_GRID), "selected": settings, "runs": tuning_runs},
+        "tuning": {
+            "grid": list(grid),
+            "criterion": tuning_criterion(task),
+            "selected": settings,
+            "runs": tuning_runs,
+        },
         "runs": runs,
         "summary": summarise(runs),
     }

@@ -163,9 +163,12 @@ class Decomposition(nn.Module):
         return out
 
 
-def standardise(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and scale both domains' contents with statistics of their union (float32)."""
-    both = np.concatenate([source, target])
+def standardise(
+    source: np.ndarray, target: np.ndarray, target_rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and scale both domains' contents with statistics of their union (float32); ``target_rows``: take
+    the target's statistics from these rows only (the warm items, when cold items must not shape anything)."""
+    both = np.concatenate([source, target if target_rows is None else target[target_rows]])
     mean, std = both.mean(0), both.std(0) + 1e-6
     return ((source - mean) / std).astype(np.float32), ((target - mean) / std).astype(np.float32)
 

@@ -9,7 +9,9 @@ H(u) the user's target training history and S(u) its source-domain history. The 
 ``shared_feature_dim`` feature columns lie in one space for both domains (the transferable part, or a content
 embedding from one encoder) and go through ONE projection W shared by the domains, so an aligned source and
 target item get the same feature vector; the remaining columns (the domain-residual part) go through a
-per-domain projection W_s / W_t. With ``joint_behaviour`` the
+per-domain projection W_s / W_t. Cold target items (``attach(..., cold_items=...)``, items never seen in
+training: a new live stream) have no ID vector (q_i = 0, only their features score them) and are never drawn
+as BPR negatives, so no gradient reaches the model through them. With ``joint_behaviour`` the
 source items are items of the same space and the BPR loss runs over the interactions of both domains (one
 shared item space, as UniEmbedding); without it the model sees the target domain only. The ranking always
 covers the target items only.
@@ -92,6 +94,8 @@ class RGCDTwoTower(Recommender):
         self.shared_projection: nn.Linear | None = None
         self.register_buffer("source_features", torch.zeros(0))
         self.register_buffer("target_features", torch.zeros(0))
+        self.register_buffer("target_id_mask", torch.ones(n_items, 1))  # 0 for cold items: no ID vector
+        self.cold_items = np.array([], dtype=np.int64)
         self.source_csr: sp.csr_matrix | None = None
         self.source_history: torch.Tensor | None = None
         self.target_history: torch.Tensor | None = None
@@ -101,9 +105,16 @@ class RGCDTwoTower(Recommender):
         source_csr: sp.csr_matrix | None,
         source_features: np.ndarray | None,
         target_features: np.ndarray | None,
+        cold_items: np.ndarray | None = None,
     ) -> RGCDTwoTower:
-        """Give the model the users' source histories and the fixed item features (call before training)."""
+        """Give the model the users' source histories, the fixed item features and the cold target items (no ID
+        vector, never a negative) (call before training)."""
         d, k = self.config.embedding_dim, self.config.shared_feature_dim
+        if cold_items is not None and len(cold_items):
+            self.cold_items = np.unique(np.asarray(cold_items, dtype=np.int64))
+            if self.cold_items[0] < 0 or self.cold_items[-1] >= self.n_items:
+                raise ValueError(f"cold_items must index the {self.n_items} target items")
+            self.target_id_mask[torch.as_tensor(self.cold_items)] = 0.0
         for name, features in (("source_features", source_features), ("target_features", target_features)):
             if k and (features is None or features.shape[1] < k):
                 raise ValueError(f"shared_feature_dim is {k} but {name} has fewer columns (or is missing)")
@@ -145,15 +156,31 @@ class RGCDTwoTower(Recommender):
             self.target_history = _row_mean(history.to_csr())
 
     def train_dataset(self, train: Any) -> PairwiseDataset:
+        if self.cold_items.size and np.isin(train.items, self.cold_items).any():
+            raise ValueError("the training interactions include cold items (they must be held out of training)")
         if self.config.joint_behaviour and self.source_csr is not None:  # one item space: target, then source
             joint = sp.hstack([train.to_csr(), self.source_csr]).tocsr()
             coo = joint.tocoo()
-            return PairwiseDataset(coo.row, coo.col, joint.shape[1], joint)
-        return PairwiseDataset(train.users, train.items, self.n_items, train.to_csr())
+            return PairwiseDataset(coo.row, coo.col, joint.shape[1], self._never_negative(joint))
+        return PairwiseDataset(train.users, train.items, self.n_items, self._never_negative(train.to_csr()))
 
-    def _features(self, ids: nn.Embedding, features: torch.Tensor, own: nn.Linear | None) -> torch.Tensor:
-        """ID vectors plus the shared projection of the first k feature columns and the domain's own of the rest."""
-        vectors = ids.weight
+    def _never_negative(self, csr: sp.csr_matrix) -> sp.csr_matrix:
+        """The negative sampler's rejection set: the training positives plus every cold item for every user (a
+        cold item does not exist at training time). The positives themselves come from the interactions."""
+        if not self.cold_items.size:
+            return csr
+        n_users = csr.shape[0]
+        rows = np.repeat(np.arange(n_users), self.cold_items.size)
+        cols = np.tile(self.cold_items, n_users)
+        cold = sp.csr_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=csr.shape)
+        return (sp.csr_matrix(csr, dtype=np.float32) + cold).tocsr()
+
+    def _features(
+        self, ids: nn.Embedding, features: torch.Tensor, own: nn.Linear | None, id_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """ID vectors (masked: cold items have none) plus the shared projection of the first k feature columns and
+        the domain's own of the rest."""
+        vectors = ids.weight if id_mask is None else ids.weight * id_mask
         k = self.config.shared_feature_dim
         if self.shared_projection is not None:
             vectors = vectors + self.shared_projection(features[:, :k])
@@ -163,7 +190,7 @@ class RGCDTwoTower(Recommender):
 
     def _all_item_vectors(self) -> torch.Tensor:
         """Target item vectors, then (with a source history) source item vectors."""
-        vectors = self._features(self.item_embedding, self.target_features, self.target_projection)
+        vectors = self._features(self.item_embedding, self.target_features, self.target_projection, self.target_id_mask)
         if self.source_item_embedding is not None:
             source = self._features(self.source_item_embedding, self.source_features, self.source_projection)
             vectors = torch.cat([vectors, source])
