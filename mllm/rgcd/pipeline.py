@@ -628,10 +628,13 @@ def tune_method(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Pick ``method``'s hyperparameters from ``grid`` by VALIDATION NDCG@10 at one seed (never by a test item):
     the cold users' validation items, or the cold items' validation interactions when items are held out
-    (``tuning_criterion``); returns (the chosen setting, every tuning run)."""
+    (``tuning_criterion``; ties broken by the cold users' validation items); returns (the chosen setting, every
+    tuning run)."""
     criterion = tuning_criterion(task)
     runs = [run_method(method, task, contents, seed, epochs, **setting, **options) for setting in grid]
-    best = max(range(len(grid)), key=lambda i: (runs[i][criterion]["ndcg@10"], -i))
+    # ties (an ID-only model scores every cold item alike, so its cold-item validation NDCG is 0 at every setting)
+    # are broken by the cold users' validation items, then by the smaller weight
+    best = max(range(len(grid)), key=lambda i: (runs[i][criterion]["ndcg@10"], runs[i]["cold_valid"]["ndcg@10"], -i))
     logger.info("tuned %s: %s (%s ndcg@10 %.4f)", method, grid[best], criterion, runs[best][criterion]["ndcg@10"])
     return dict(grid[best]), runs
 
