@@ -103,6 +103,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         tune=[m for m in args.tune.split(",") if m and m in methods],
         content_shared_space=args.data != "amazon",  # Amazon's attribute projections differ per category
         cold_items=args.cold_items,
+        cold_item_seed=args.cold_item_seed,
         grid=tuple({"reg_weight": float(w)} for w in args.grid.split(",")) if args.grid else TUNING_GRID,
     )
     payload = {
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument(
         "--cold-items", type=float, default=0.0, help="share of target items held out of all training (0: none)"
     )
+    e.add_argument("--cold-item-seed", type=int, default=0, help="seed of the cold-item draw")
     e.add_argument("--grid", default="", help="L2 weights of the tuning grid, comma list (default: TUNING_GRID)")
     e.add_argument("--name", default=None, help="results name (default rgcd_<data>)")
     e.add_argument("--student-suffix", default="", help="ml1m: read runs/rgcd/ml1m_student_<targets><suffix>")

@@ -118,6 +118,7 @@ class ColdStartTask:
                 {
                     "cold_item_share": self.cold_item_share,
                     "n_cold_items": int(self.cold_items.size),
+                    "cold_item_seed": int(self.split.params.get("item_seed", 0)),
                     "cold_item_valid": int(np.isin(self.split.valid.items, self.cold_items).sum()),
                     "cold_item_test": int(np.isin(self.split.test.items, self.cold_items).sum()),
                 }
@@ -372,15 +373,16 @@ def cold_start_task(
     max_cold_interactions: int = 2,
     seed: int = 0,
     cold_items: float = 0.0,
+    item_seed: int | None = None,
 ) -> ColdStartTask:
     """Leave-one-out (by time) split of the target domain; ``cold_share`` of the users with behaviour in both
     domains keep at most ``max_cold_interactions`` target training interactions (their earliest ones).
 
-    ``cold_items`` > 0: that share of the target items with any interaction (drawn with ``seed``, independently
-    of the cold users) becomes cold: every TRAINING interaction on them is dropped, so nothing trained on the
-    split (the retrieval model, the behavioural labels of the decomposition) sees them; their validation and
-    test interactions stay, to be ranked from content alone (a new live stream). The split of the users and the
-    cold users are the same as without cold items."""
+    ``cold_items`` > 0: that share of the target items with any interaction (drawn with ``item_seed``, default
+    ``seed``, independently of the cold users) becomes cold: every TRAINING interaction on them is dropped, so
+    nothing trained on the split (the retrieval model, the behavioural labels of the decomposition) sees them;
+    their validation and test interactions stay, to be ranked from content alone (a new live stream). The split
+    of the users and the cold users are the same as without cold items."""
     if not 0.0 <= cold_share <= 1.0:
         raise RGCDDataError(f"cold_share must lie in [0, 1], got {cold_share}")
     if not 0.0 <= cold_items < 1.0:
@@ -408,7 +410,7 @@ def cold_start_task(
     n_cold_items = round(cold_items * active_items.size)
     held_items = np.array([], dtype=np.int64)
     if n_cold_items:  # a separate stream: the cold users do not depend on whether items are held out
-        item_rng = np.random.default_rng([seed, 1])
+        item_rng = np.random.default_rng([seed if item_seed is None else item_seed, 1])
         held_items = np.sort(item_rng.choice(active_items, size=n_cold_items, replace=False)).astype(np.int64)
         is_train &= ~np.isin(items, held_items)
     user_map = IdMap(data.user_ids, kind="user")
@@ -419,7 +421,12 @@ def cold_start_task(
         test=_dataset(f"{data.name}-target", users[is_test], items[is_test], user_map, item_map),
         protocol="leave_one_out_by_time+cold_thinning",
         seed=seed,
-        params={"cold_share": cold_share, "max_cold_interactions": max_cold_interactions, "cold_items": cold_items},
+        params={
+            "cold_share": cold_share,
+            "max_cold_interactions": max_cold_interactions,
+            "cold_items": cold_items,
+            "item_seed": seed if item_seed is None else item_seed,
+        },
     )
     source = _dataset(
         f"{data.name}-source", data.source.users, data.source.items, user_map, IdMap(data.source.item_ids, kind="item")

@@ -653,6 +653,7 @@ def evaluate_methods(
     content_shared_space: bool = True,
     cold_items: float = 0.0,
     grid: tuple[dict[str, float], ...] = TUNING_GRID,
+    cold_item_seed: int = 0,
 ) -> dict[str, Any]:
     """Every method x seed on one cold-start task; returns (and writes to ``out``) runs and the summary.
 
@@ -668,7 +669,7 @@ def evaluate_methods(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise RGCDDataError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    task = cold_start_task(data, cold_share, max_cold, seed=0, cold_items=cold_items)
+    task = cold_start_task(data, cold_share, max_cold, seed=0, cold_items=cold_items, item_seed=cold_item_seed)
     paths = dict(embeddings)
     if any(METHOD_SPECS.get(m, {}).get("embeddings") == "minilm" for m in methods) and "minilm" not in paths:
         cache = minilm_cache or (Path(out).parent if out else Path(".")) / f"{data.name}_minilm.npz"

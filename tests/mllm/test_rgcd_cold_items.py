@@ -39,6 +39,9 @@ def test_cold_items_leave_the_training_split_but_keep_their_validation_and_test_
     info = held.info()
     assert info["n_cold_items"] == cold.size
     assert info["cold_item_test"] == int(np.isin(held.split.test.items, cold).sum())
+    other = cold_start_task(data, cold_share=0.5, max_cold_interactions=2, seed=0, cold_items=0.2, item_seed=1)
+    assert other.cold_items.size == cold.size and not np.array_equal(other.cold_items, cold)
+    np.testing.assert_array_equal(other.cold_users, plain.cold_users)  # the item draw leaves the users alone
     with pytest.raises(RGCDDataError, match="cold_items"):
         cold_start_task(data, cold_items=1.0)
 
