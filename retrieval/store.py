@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import threading
 from collections import Counter
@@ -63,6 +64,9 @@ HNSW_MUTABLE = ("ef_search", "sync_threshold", "resize_factor")  # what Chroma l
 # Chroma is thread-safe within a process, but not safe across processes on one directory.
 _process_locks: dict[Path, tuple[Any, int]] = {}
 _process_locks_guard = threading.Lock()
+_HELD_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name)
+)  # held for the length of one Chroma write on a local store (deferred_signals)
 
 
 def default_store_path() -> Path:
@@ -259,7 +263,7 @@ class VectorStore:
         self._closed = True
         client = getattr(self, "_client", None)
         if client is not None and hasattr(client, "close"):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), deferred_signals(f"close {self.location}"):
                 client.close()
         if self._holds_lock and self.path is not None:
             _release_writer_lock(self.path)
@@ -279,12 +283,19 @@ class VectorStore:
     # ------------------------------------------------------------------------------ internals
 
     @contextlib.contextmanager
-    def _chroma(self, operation: str, name: str | None = None) -> Iterator[None]:
-        """Turn any Chroma failure into a StoreError naming the operation, collection and store."""
+    def _chroma(self, operation: str, name: str | None = None, write: bool = False) -> Iterator[None]:
+        """Turn any Chroma failure into a StoreError naming the operation, collection and store.
+
+        A ``write`` to a local store holds SIGTERM, SIGINT and SIGHUP until Chroma's call returns (see
+        ``deferred_signals``): Chroma rewrites its index files inside the call, and a process killed there can
+        leave a store that no longer opens.
+        """
         if self._closed:
             raise StoreError(f"{self.location}: the store is closed")
+        guard = deferred_signals(f"{operation} on {self.location}") if write and self.path else contextlib.nullcontext()
         try:
-            yield
+            with guard:
+                yield
         except RetrievalError:
             raise
         except Exception as exc:  # chroma raises ValueError, ChromaError subclasses, httpx errors
@@ -347,7 +358,7 @@ class VectorStore:
         if dim is not None:
             metadata[META_DIM] = dim
         try:
-            with self._chroma("create collection", name):
+            with self._chroma("create collection", name, write=True):
                 self._client.create_collection(
                     name,
                     configuration={"hnsw": {"space": "cosine", **check_hnsw_settings(hnsw, name)}},
@@ -443,7 +454,7 @@ class VectorStore:
         changes = {key: value for key, value in settings.items() if key in HNSW_MUTABLE and current.get(key) != value}
         if changes:
             state = self._state(name)
-            with self._chroma("configure", name):
+            with self._chroma("configure", name, write=True):
                 state.handle.modify(configuration={"hnsw": changes})
             self._states.pop(name, None)  # re-read the handle with its new configuration
             logger.info("collection %r in %s: hnsw %s", name, self.location, changes)
@@ -459,7 +470,7 @@ class VectorStore:
         """Drop a whole collection (its items and its embedder record)."""
         self._require_writable()
         self._state(name)
-        with self._chroma("delete collection", name):
+        with self._chroma("delete collection", name, write=True):
             self._client.delete_collection(name)
         self._states.pop(name, None)
         self._embedders.pop(name, None)
@@ -540,7 +551,7 @@ class VectorStore:
                     chunk_metadatas = self._replacing_metadatas(
                         name, state, ids[start:stop], clean_metadatas[start:stop]
                     )
-                with self._chroma("upsert", name):
+                with self._chroma("upsert", name, write=True):
                     state.handle.upsert(
                         ids=ids[start:stop],
                         embeddings=np.asarray(chunk_vectors, dtype=np.float32),
@@ -573,7 +584,7 @@ class VectorStore:
         """Record the dimension of an external collection at its first upsert."""
         metadata = dict(state.handle.metadata or {})
         metadata[META_DIM] = int(dim)
-        with self._chroma("record dimension", name):
+        with self._chroma("record dimension", name, write=True):
             state.handle.modify(metadata=metadata)
         state.dim = int(dim)
 
@@ -593,7 +604,7 @@ class VectorStore:
             ids = _check_ids(ids)
             if not ids:
                 return
-        with self._chroma("delete", name):
+        with self._chroma("delete", name, write=True):
             state.handle.delete(
                 ids=ids,
                 where=dict(where) if where else None,
@@ -719,6 +730,42 @@ class VectorStore:
 
 
 # ---------------------------------------------------------------------------------- validation
+
+
+@contextlib.contextmanager
+def deferred_signals(what: str = "a store write") -> Iterator[None]:
+    """Hold SIGTERM, SIGINT and SIGHUP until the block ends, then deliver them as they would have been.
+
+    Chroma 1.x persists its HNSW files inside each write call, in place; a process killed there can leave an
+    index that Chroma can no longer apply its log to ("Failed to apply logs to the hnsw segment writer" on the
+    next open). Holding the signals for the length of one call (one batch) makes ``kill PID`` and Ctrl-C stop
+    the process just after the batch, with the store intact. SIGKILL cannot be held. Outside the main thread
+    (where Python cannot install handlers) the block runs unguarded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, _frame: Any) -> None:
+        if not received:
+            logger.warning("%s received during %s: stopping once it is written", signal.Signals(signum).name, what)
+        received.append(signum)
+
+    previous: dict[int, Any] = {}
+    for signum in _HELD_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: it cannot be restored, so it is left alone
+            continue
+        signal.signal(signum, hold)
+        previous[signum] = handler
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):  # each held signal once, now under its own handler
+            signal.raise_signal(signum)
 
 
 def _is_panic(exc: BaseException) -> bool:

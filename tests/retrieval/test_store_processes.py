@@ -176,3 +176,84 @@ def test_unreachable_server_is_a_clear_error() -> None:
         VectorStore(url=url)
     with pytest.raises(StoreError, match="expected a Chroma server URL"):
         VectorStore(url="localhost:8000")
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+import numpy as np
+from retrieval import VectorStore
+
+held = getattr(signal, sys.argv[2])
+store = VectorStore(sys.argv[1], batch_size=4)
+store.upsert("vectors", ["seed"], embeddings=np.ones((1, 3), dtype=np.float32))
+state = store._states["vectors"]
+
+
+class SignalledDuringWrite:
+    # Chroma's collection, except that the signal arrives while its first upsert is running
+    def __init__(self, handle):
+        self.handle, self.calls = handle, 0
+
+    def __getattr__(self, attribute):
+        return getattr(self.handle, attribute)
+
+    def upsert(self, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            os.kill(os.getpid(), held)
+        return self.handle.upsert(**kwargs)
+
+
+state.handle = SignalledDuringWrite(state.handle)
+store.upsert("vectors", [f"item{j}" for j in range(8)], embeddings=np.full((8, 3), 0.5, dtype=np.float32))
+print("the second batch was written too", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_write_stops_the_process_after_that_batch_with_the_store_intact(
+    tmp_path: Path, name: str
+) -> None:
+    import signal
+
+    path = tmp_path / "store"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_WRITE, str(path), name],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -getattr(signal, name), child.stderr[-2000:]
+    assert "second batch" not in child.stdout
+    assert f"{name} received during upsert" in child.stderr  # the log says why it stopped
+    with VectorStore(path, read_only=True) as store:
+        # the seed and the whole batch the signal interrupted: held until Chroma's call returned, then delivered
+        assert store.count("vectors") == 5
+        got = store.get("vectors", ids=["item0", "item3"])
+        assert sorted(row["id"] for row in got) == ["item0", "item3"]
+
+
+def test_deferred_signals_delivers_a_held_signal_to_its_own_handler_afterwards() -> None:
+    import signal
+
+    from retrieval.store import deferred_signals
+
+    seen: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        with deferred_signals("a test"):
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+            assert seen == []  # held
+            assert signal.getsignal(signal.SIGHUP) is not handler
+        assert seen == [signal.SIGHUP]  # delivered once, after the block
+        assert signal.getsignal(signal.SIGHUP) is handler
+    finally:
+        signal.signal(signal.SIGHUP, previous)
