@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of target items held out of all training (content is their only signal); 0: none",
     )
+    evaluate.add_argument("--cold-item-seed", type=int, default=0, help="seed of the cold-item draw")
     evaluate.add_argument("--epochs", type=int, default=30)
     evaluate.add_argument("--out", required=True, help="results JSON")
     for sub in (teach, distill, represent, evaluate):
@@ -163,6 +164,7 @@ def _eval(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs,
         out=args.out,
         cold_items=args.cold_items,
+        cold_item_seed=args.cold_item_seed,
     )
 
 

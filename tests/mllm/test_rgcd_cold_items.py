@@ -140,3 +140,19 @@ def test_cold_items_on_the_real_movielens_file() -> None:
     assert task.cold_items.size == 15
     assert not np.isin(task.split.train.items, task.cold_items).any()
     assert np.isin(task.split.test.items, task.cold_items).any()
+
+
+def test_eval_cli_passes_the_cold_item_share_and_its_seed_to_the_evaluation(tmp_path: Path, monkeypatch) -> None:
+    import mllm.rgcd.pipeline as pipeline
+    from mllm.rgcd.__main__ import main
+
+    seen: dict = {}
+
+    def record(data, embeddings, **options):
+        seen.update(options)
+        return {}
+
+    monkeypatch.setattr(pipeline, "evaluate_methods", record)
+    args = ["eval", "--data", "synthetic", "--out", str(tmp_path / "r.json"), "--cold-items", "0.3"]
+    assert main([*args, "--cold-item-seed", "2"]) == 0
+    assert seen["cold_items"] == 0.3 and seen["cold_item_seed"] == 2
